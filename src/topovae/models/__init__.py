@@ -1,0 +1,13 @@
+"""Models: the Topographic VAE family and the disentanglement baselines, all in one registry."""
+
+from topovae.models.base import (
+    MODELS,
+    GenerativeModel,
+    ModelOutput,
+    build_model,
+    load_model,
+    register_model,
+)
+
+__all__ = ["MODELS", "GenerativeModel", "ModelOutput", "build_model", "load_model",
+           "register_model"]

@@ -1,0 +1,15 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# The shared real-data folder next to the checkout (CI and developer machines have it).
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    path = Path(os.environ.get("TOPOVAE_TEST_MNIST", SHARED_MNIST))
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST test files not found in {path}")
+    return path
