@@ -1,0 +1,21 @@
+"""Measurements: equivariance error and its control, capsule-roll prediction, capsule-offset
+correlation, importance-sampled likelihood and the disentanglement metrics (MIG, SAP, DCI,
+FactorVAE score, beta-VAE score)."""
+
+from topovae.metrics.equivariance import (
+    capsule_offset_correlation,
+    equivariance_error,
+    equivariance_error_control,
+    equivariance_error_per_sequence,
+    equivariance_ratio,
+    normalize_capsules,
+)
+
+__all__ = [
+    "capsule_offset_correlation",
+    "equivariance_error",
+    "equivariance_error_control",
+    "equivariance_error_per_sequence",
+    "equivariance_ratio",
+    "normalize_capsules",
+]
