@@ -10,6 +10,7 @@ from topovae.metrics.equivariance import (
     equivariance_ratio,
     normalize_capsules,
 )
+from topovae.metrics.roll import RollPrediction, roll_prediction
 
 __all__ = [
     "capsule_offset_correlation",
@@ -18,4 +19,6 @@ __all__ = [
     "equivariance_error_per_sequence",
     "equivariance_ratio",
     "normalize_capsules",
+    "RollPrediction",
+    "roll_prediction",
 ]
