@@ -2,6 +2,14 @@
 correlation, importance-sampled likelihood and the disentanglement metrics (MIG, SAP, DCI,
 FactorVAE score, beta-VAE score)."""
 
+from topovae.metrics.disentanglement import (
+    beta_vae_score,
+    dci,
+    factor_vae_score,
+    mig,
+    sample_codes_and_factors,
+    sap,
+)
 from topovae.metrics.equivariance import (
     capsule_offset_correlation,
     equivariance_error,
@@ -21,4 +29,10 @@ __all__ = [
     "normalize_capsules",
     "RollPrediction",
     "roll_prediction",
+    "mig",
+    "sap",
+    "dci",
+    "factor_vae_score",
+    "beta_vae_score",
+    "sample_codes_and_factors",
 ]
