@@ -107,3 +107,26 @@ def test_bad_shifts_raise(shifts):
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="x must be"):
         roll_prediction(LinearCapsuleModel(), torch.rand(2, 3, 4))
+
+
+def test_smoke_on_a_tiny_tvae():
+    from topovae.metrics.equivariance import equivariance_ratio
+    from topovae.models.tvae import TVAE, TVAEConfig
+
+    torch.manual_seed(0)
+    config = TVAEConfig(input_shape=(1, 6, 6), n_caps=2, cap_dim=4, seq_len=4, time_window=2,
+                        capsule_window=3)
+    model = TVAE(config)
+    x = torch.rand(3, 4, 1, 6, 6)
+    result = roll_prediction(model, x, n_keep=2)
+    assert result.shifts == [1, 2, 3]
+    assert result.predictions.shape == (2, 3, 1, 6, 6)
+    assert bool(((result.predictions >= 0) & (result.predictions <= 1)).all())
+    # Same numbers by hand from the model's own encode / roll / decode.
+    with torch.no_grad():
+        first = model.latent_codes(x)[:, 0]
+        logits = model.decode(torch.stack([torch.roll(first, k, dims=-1) for k in (1, 2, 3)], 1))
+    expected = F.binary_cross_entropy_with_logits(logits, x[:, 1:], reduction="none")
+    torch.testing.assert_close(result.nll_per_shift, expected.flatten(2).sum(-1).mean(0))
+    codes = model.latent_codes(x).detach()
+    assert torch.isfinite(equivariance_ratio(codes))
