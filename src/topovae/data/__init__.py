@@ -4,6 +4,8 @@ from .download import DataNotFoundError, locate_files, user_cache_dir
 from .dsprites import DSpritesArray, RenderedDSprites
 from .ground_truth import GroundTruthData
 from .idx import read_idx, write_idx
+from .loaders import DataBundle, DataConfig, SequenceLoader, build_data
+from .sequences import SEQUENCES, SequenceBatch, build_sequences
 from .sources import (
     SOURCES,
     ImageSource,
@@ -14,6 +16,13 @@ from .sources import (
 )
 
 __all__ = [
+    "DataBundle",
+    "DataConfig",
+    "SEQUENCES",
+    "SequenceBatch",
+    "SequenceLoader",
+    "build_data",
+    "build_sequences",
     "SOURCES",
     "DSpritesArray",
     "DataNotFoundError",

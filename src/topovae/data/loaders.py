@@ -1,0 +1,279 @@
+"""Seeded, resumable batch loaders of transformation sequences.
+
+:func:`build_data` turns a :class:`DataConfig` and a seed into train / validation / test loaders.
+Every batch is a pure function of ``(seed, stream, epoch, batch index)``: the epoch fixes the
+order of the images (a seeded permutation), the batch index fixes the transformations (a seeded
+generator per batch). Hence the same seed gives the same sequences however the batches are
+produced, transformations are drawn afresh every time an image is used (each epoch), and a run
+killed mid-epoch resumes on exactly the batch it would have seen next: a loader's
+``state_dict()`` is ``{"epoch", "next_batch"}`` (PyTorch Lightning saves and restores it for
+stateful iterables; a trainer that does not should call ``set_epoch`` at the start of each epoch).
+
+Validation and test loaders are fixed evaluation sets: each pass yields the same sequences, so
+losses are comparable across epochs and runs with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from .sequences import SEQUENCES, Builder, build_sequences
+from .sources import SOURCES, ImageSource, build_source
+
+TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
+
+
+@dataclasses.dataclass
+class DataConfig(Config):
+    """What to train and evaluate on (names of sources and builders are registry keys)."""
+
+    source: str = "mnist"
+    split: str = "train"
+    test_split: str = "test"
+    sequences: str = "single_factor"
+    test_sequences: str | None = None
+    transforms: list[str] = dataclasses.field(default_factory=lambda: ["rotation", "hue", "scale"])
+    seq_len: int = 18
+    batch_size: int = 8
+    n_train: int | None = None
+    val_fraction: float = 0.2
+    n_test: int | None = None
+    data_dir: str | None = None
+    download: bool = True
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source {self.source!r} must be one of {SOURCES.names()}")
+        for key in ("sequences", "test_sequences"):
+            value = getattr(self, key)
+            if value is not None and value not in SEQUENCES:
+                raise ValueError(f"{key} {value!r} must be one of {SEQUENCES.names()}")
+        allowed = {"rotation", "hue", "scale"}
+        if not self.transforms or not set(self.transforms) <= allowed:
+            raise ValueError(
+                f"transforms {self.transforms} must be a non-empty subset of {allowed}"
+            )
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for key in ("n_train", "n_test"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 or null, got {value}")
+
+
+def _seed_of(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (independent streams for distinct keys)."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+class SequenceLoader:
+    """An iterable of batch dicts ``{"x": (B, S, C, H, W), "factors": {name: (B, S)},
+    "labels": (B,)}`` over the rows ``indices`` of ``source``.
+
+    ``shuffle``: a fresh seeded order every epoch (training); otherwise the order of ``indices``.
+    ``advance_epochs``: after a full pass, move on to the next epoch (training); otherwise every
+    pass is epoch 0 again (fixed evaluation sets).
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        indices: np.ndarray,
+        builder: Builder,
+        batch_size: int,
+        seed: int,
+        stream: int = TRAIN_STREAM,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        advance_epochs: bool = True,
+        device: str | torch.device | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.builder = builder
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.stream = stream
+        self.shuffle = shuffle
+        self.drop_last = drop_last and len(self.indices) >= batch_size
+        self.advance_epochs = advance_epochs
+        self.device = torch.device(device) if device is not None else None
+        self.epoch = 0
+        self.next_batch = 0
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.indices)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The image rows of ``epoch`` in the order they are batched."""
+        if not self.shuffle:
+            return self.indices
+        rng = np.random.default_rng(_seed_of(self.seed, self.stream, epoch))
+        return self.indices[rng.permutation(len(self.indices))]
+
+    def batch(self, epoch: int, index: int) -> dict[str, Any]:
+        """Batch ``index`` of ``epoch``: a pure function of (seed, stream, epoch, index)."""
+        if not 0 <= index < len(self):
+            raise ValueError(f"batch index {index} out of range [0, {len(self)})")
+        rows = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        return self._make(rows, _seed_of(self.seed, self.stream, epoch, index, 7))
+
+    def _make(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(seed)
+        rows_t = torch.from_numpy(rows)
+        images = None
+        if self.source.images is not None:
+            images = self.source.images[rows_t]
+            if self.device is not None:
+                images = images.to(self.device)
+        factors = self.source.factors[rows_t] if self.source.factors is not None else None
+        out = self.builder(images, generator, factors=factors)
+        if self.source.labels is not None:
+            labels = self.source.labels[rows_t].long()
+        else:
+            labels = torch.full((len(rows),), -1, dtype=torch.long)
+        return {"x": out.x, "factors": out.factors, "labels": labels}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (keeps the position when it is already the current epoch, as after a
+        restore from ``load_state_dict``)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.next_batch = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch = self.epoch if self.advance_epochs else 0
+        start = self.next_batch if self.advance_epochs else 0
+        for index in range(start, len(self)):
+            batch = self.batch(epoch, index)
+            if self.advance_epochs:
+                self.next_batch = index + 1
+            yield batch
+        if self.advance_epochs:
+            self.epoch += 1
+            self.next_batch = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "next_batch": self.next_batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, next_batch = int(state["epoch"]), int(state["next_batch"])
+        if epoch < 0 or not 0 <= next_batch <= len(self):
+            raise ValueError(f"invalid loader state {state} for {len(self)} batches")
+        self.epoch, self.next_batch = epoch, next_batch
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """The loaders of one experiment and their provenance (``info`` goes into metrics.json)."""
+
+    train: SequenceLoader
+    val: SequenceLoader
+    test: SequenceLoader
+    info: dict[str, Any]
+
+
+def _builder(name: str, config: DataConfig, source: ImageSource) -> Builder:
+    return build_sequences(
+        name, transforms=config.transforms, seq_len=config.seq_len, ground_truth=source.ground_truth
+    )
+
+
+def build_data(config: DataConfig, seed: int) -> DataBundle:
+    """Train / validation / test loaders for ``config``.
+
+    The validation set is a seeded ``val_fraction`` of the training split (disjoint from the
+    training images); ``n_train`` caps the remaining training images and ``n_test`` the test
+    images (a seeded subset).
+    """
+    train_source = build_source(config.source, config.split, config.data_dir, config.download)
+    test_source = build_source(config.source, config.test_split, config.data_dir, config.download)
+    rng = np.random.default_rng(_seed_of(seed, 0))
+    permutation = rng.permutation(len(train_source))
+    n_val = int(round(config.val_fraction * len(train_source)))
+    val_rows, train_rows = permutation[:n_val], permutation[n_val:]
+    if config.n_train is not None:
+        train_rows = train_rows[: config.n_train]
+    if len(train_rows) == 0:
+        raise ValueError("no training images left after the validation hold-out")
+    test_rows = np.arange(len(test_source))
+    if config.n_test is not None and config.n_test < len(test_rows):
+        test_rows = np.sort(rng.permutation(len(test_source))[: config.n_test])
+    test_name = config.test_sequences or config.sequences
+    common = {"batch_size": config.batch_size, "seed": seed}
+    train = SequenceLoader(
+        train_source,
+        train_rows,
+        _builder(config.sequences, config, train_source),
+        stream=TRAIN_STREAM,
+        shuffle=True,
+        drop_last=True,
+        **common,
+    )
+    val = SequenceLoader(
+        train_source,
+        np.sort(val_rows),
+        _builder(config.sequences, config, train_source),
+        stream=VAL_STREAM,
+        shuffle=False,
+        advance_epochs=False,
+        **common,
+    )
+    test = SequenceLoader(
+        test_source,
+        test_rows,
+        _builder(test_name, config, test_source),
+        stream=TEST_STREAM,
+        shuffle=False,
+        advance_epochs=False,
+        **common,
+    )
+    info = {
+        "source": train_source.name,
+        "citation": train_source.citation,
+        "splits": {
+            "train": {
+                "split": train_source.split,
+                "n_images": int(len(train_rows)),
+                "of": len(train_source),
+                "description": train_source.description,
+            },
+            "val": {
+                "split": f"{int(round(config.val_fraction * 100))}% of {train_source.split}",
+                "n_images": int(len(val_rows)),
+            },
+            "test": {
+                "split": test_source.split,
+                "n_images": int(len(test_rows)),
+                "of": len(test_source),
+                "description": test_source.description,
+            },
+        },
+        "sequences": config.sequences,
+        "test_sequences": test_name,
+        "transforms": list(config.transforms),
+        "seq_len": train.builder.seq_len if hasattr(train.builder, "seq_len") else config.seq_len,
+        "batch_size": config.batch_size,
+        "seed": seed,
+    }
+    return DataBundle(train, val, test, info)
