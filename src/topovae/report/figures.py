@@ -1,0 +1,356 @@
+"""Figures of a run, as pure functions of arrays: each writes one small PNG and returns its path.
+
+Image grids are drawn as one mosaic array shown with nearest-neighbour interpolation (a single
+``imshow`` keeps files at tens of kilobytes); frames ``(C, H, W)`` with one channel are shown in
+grey, with three channels as RGB. Every function accepts numpy arrays or torch tensors (moved to
+the CPU). Matplotlib runs on the Agg backend and every figure is closed after saving.
+
+:func:`topographic_score` is the number that goes with the class-selectivity map: how much more
+alike the class profiles of neighbouring units on the torus are than those of random pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+__all__ = ["plot_roll_traversal", "plot_reconstructions", "plot_samples", "plot_training_curves",
+           "plot_class_selectivity", "plot_max_activating", "topographic_score",
+           "read_metrics_csv", "image_mosaic"]
+
+DPI = 100
+PAD_VALUE = 0.55  # mid grey between tiles, visible on black and white digits
+
+
+def _numpy(array: Any, name: str) -> np.ndarray:
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    try:
+        out = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers") from None
+    return out
+
+
+def _grid_shape(grid_shape: Sequence[int], d: int) -> tuple[int, int]:
+    if len(grid_shape) != 2 or any(int(g) <= 0 for g in grid_shape):
+        raise ValueError(f"grid_shape must be two positive sizes, got {grid_shape}")
+    rows, cols = int(grid_shape[0]), int(grid_shape[1])
+    if rows * cols != d:
+        raise ValueError(f"grid_shape {grid_shape} has {rows * cols} units but codes have {d}")
+    return rows, cols
+
+
+def image_mosaic(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Tile ``(R, K, C, H, W)`` images into one ``(R*(H+pad)+pad, K*(W+pad)+pad[, 3])`` array."""
+    if images.ndim != 5:
+        raise ValueError(f"images must be shaped (R, K, C, H, W), got {images.shape}")
+    r, k, c, h, w = images.shape
+    images = np.clip(images, 0.0, 1.0)
+    if c == 3:
+        tiles = images.transpose(0, 1, 3, 4, 2)
+    elif c == 1:
+        tiles = images[:, :, 0]
+    else:  # show the first channel of anything else
+        tiles = images[:, :, 0]
+    shape = (r * (h + pad) + pad, k * (w + pad) + pad) + ((3,) if c == 3 else ())
+    canvas = np.full(shape, PAD_VALUE)
+    for i in range(r):
+        for j in range(k):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = tiles[i, j]
+    return canvas
+
+
+def _show_mosaic(images: np.ndarray, path: str | Path, *, row_labels: Sequence[str] = (),
+                 col_labels: Sequence[str] = (), title: str = "", scale: float = 1.0) -> Path:
+    """Draw :func:`image_mosaic` of ``(R, K, C, H, W)`` with optional row/column labels."""
+    r, k, _, h, w = images.shape
+    mosaic = image_mosaic(images)
+    # about 0.45 inch per 28-pixel tile, never less than 2 inches wide
+    inches_per_pixel = 0.45 / 28 * scale
+    width = max(2.0, mosaic.shape[1] * inches_per_pixel + (1.6 if row_labels else 0.3))
+    height = max(1.2, mosaic.shape[0] * inches_per_pixel + (0.5 if title else 0.15)
+                 + (0.3 if col_labels else 0.0))
+    fig, ax = plt.subplots(figsize=(width, height), dpi=DPI)
+    ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([1 + j * (w + 1) + w / 2 - 0.5 for j in range(k)] if col_labels else [])
+    ax.set_xticklabels(list(col_labels), fontsize=7)
+    ax.xaxis.set_ticks_position("top")
+    ax.set_yticks([1 + i * (h + 1) + h / 2 - 0.5 for i in range(r)] if row_labels else [])
+    ax.set_yticklabels(list(row_labels), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9, pad=14 if col_labels else 4)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _as_sequences(array: Any, name: str) -> np.ndarray:
+    """``(S, C, H, W)`` -> ``(1, S, C, H, W)``; ``(N, S, C, H, W)`` unchanged."""
+    out = _numpy(array, name)
+    if out.ndim == 4:
+        out = out[None]
+    if out.ndim != 5:
+        raise ValueError(f"{name} must be shaped (S, C, H, W) or (N, S, C, H, W), "
+                         f"got {out.shape}")
+    return out
+
+
+def plot_roll_traversal(true_frames: Any, rolled_decodes: Any, path: str | Path, *,
+                        shifts: Sequence[int] | None = None) -> Path:
+    """The commutative diagram of Figure 1: true frames above decodes of rolled codes.
+
+    ``true_frames`` and ``rolled_decodes`` are ``(S, C, H, W)`` for one sequence or
+    ``(N, S, C, H, W)`` for several (stacked as pairs of rows). Column ``k`` shows true frame
+    ``x_k`` and ``decode(Roll_k(t_0))``, the decoded code of frame 0 rolled by ``shifts[k]``
+    (default ``k``) units along every capsule.
+    """
+    truth = _as_sequences(true_frames, "true_frames")
+    rolled = _as_sequences(rolled_decodes, "rolled_decodes")
+    if truth.shape != rolled.shape:
+        raise ValueError(f"true_frames {truth.shape} and rolled_decodes {rolled.shape} must "
+                         "have the same shape")
+    n, s = truth.shape[:2]
+    shifts = list(range(s)) if shifts is None else [int(k) for k in shifts]
+    if len(shifts) != s:
+        raise ValueError(f"shifts must have one entry per frame ({s}), got {len(shifts)}")
+    rows = np.stack([a for i in range(n) for a in (truth[i], rolled[i])])
+    labels = [lab for i in range(n) for lab in (f"seq {i + 1}: true $x_k$",
+                                                 "decode(Roll$_k$ $t_0$)")]
+    return _show_mosaic(rows, path, row_labels=labels, col_labels=[f"k={k}" for k in shifts],
+                        title="capsule roll of frame 0 (bottom) vs true frames (top)")
+
+
+def plot_reconstructions(x: Any, probs: Any, path: str | Path, *, max_images: int = 12) -> Path:
+    """Data (top row) and decoded pixel probabilities (bottom row) of up to ``max_images`` images.
+
+    ``x`` and ``probs`` are ``(N, C, H, W)`` or ``(N, S, C, H, W)`` (frames are flattened).
+    """
+    data = _numpy(x, "x")
+    recon = _numpy(probs, "probs")
+    if data.shape != recon.shape:
+        raise ValueError(f"x {data.shape} and probs {recon.shape} must have the same shape")
+    if data.ndim == 5:
+        data, recon = data.reshape(-1, *data.shape[2:]), recon.reshape(-1, *recon.shape[2:])
+    if data.ndim != 4:
+        raise ValueError(f"x must be shaped (N, C, H, W) or (N, S, C, H, W), got {data.shape}")
+    m = min(max_images, data.shape[0])
+    rows = np.stack([data[:m], recon[:m]])
+    return _show_mosaic(rows, path, row_labels=["data", "reconstruction"],
+                        title="reconstructions (decoded posterior mean)")
+
+
+def plot_samples(probs: Any, path: str | Path, *, columns: int = 8) -> Path:
+    """Prior samples: ``(N, C, H, W)`` in rows of ``columns``, or ``(N, S, C, H, W)`` one
+    sequence per row."""
+    samples = _numpy(probs, "probs")
+    if samples.ndim == 5:
+        rows = samples
+        title = "sequences sampled from the prior (one per row)"
+    elif samples.ndim == 4:
+        n = samples.shape[0]
+        columns = max(1, min(columns, n))
+        n_rows = math.ceil(n / columns)
+        padded = np.full((n_rows * columns, *samples.shape[1:]), PAD_VALUE)
+        padded[:n] = samples
+        rows = padded.reshape(n_rows, columns, *samples.shape[1:])
+        title = "samples from the prior"
+    else:
+        raise ValueError(f"probs must be shaped (N, C, H, W) or (N, S, C, H, W), "
+                         f"got {samples.shape}")
+    return _show_mosaic(rows, path, title=title)
+
+
+# -- training curves ----------------------------------------------------------------------------
+def read_metrics_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """Read Lightning's ``metrics.csv`` into ``column -> float array`` (empty cells are NaN)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"metrics file {path} does not exist")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns: dict[str, list[float]] = {name: [] for name in (reader.fieldnames or [])}
+        for row in reader:
+            for name in columns:
+                cell = (row.get(name) or "").strip()
+                try:
+                    columns[name].append(float(cell) if cell else math.nan)
+                except ValueError:
+                    columns[name].append(math.nan)
+    return {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
+
+
+_CURVE_ORDER = ("loss", "recon_nll", "kl", "kl_z", "kl_u", "mi", "tc", "dwkl", "tc_estimate",
+                "discriminator_loss", "mu")
+
+
+def plot_training_curves(source: str | Path | Mapping[str, Any], path: str | Path, *,
+                         max_panels: int = 8) -> Path:
+    """One panel per logged quantity (``train/NAME`` and ``val/NAME`` together) against step.
+
+    ``source`` is the path of a Lightning ``metrics.csv`` or a mapping ``column -> values``.
+    Missing columns, NaN gaps (Lightning writes one row per logging call) and columns without a
+    single finite value are skipped; a file with nothing to plot raises ``ValueError``.
+    """
+    if isinstance(source, Mapping):
+        columns = {k: _numpy(v, k).ravel() for k, v in source.items()}
+    else:
+        columns = read_metrics_csv(source)
+    n_rows = max((len(v) for v in columns.values()), default=0)
+    x_name = "step" if "step" in columns else ("epoch" if "epoch" in columns else None)
+    x_all = columns[x_name] if x_name else np.arange(n_rows, dtype=np.float64)
+
+    panels: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for name, values in columns.items():
+        if name in ("step", "epoch") or len(values) != len(x_all):
+            continue
+        finite = np.isfinite(values) & np.isfinite(x_all)
+        if not finite.any():
+            continue
+        split, base = ("", name) if "/" not in name else name.split("/", 1)
+        base = base.removesuffix("_epoch").removesuffix("_step")
+        panels.setdefault(base, []).append((split or name, x_all[finite], values[finite]))
+    if not panels:
+        raise ValueError("the training log holds no values to plot")
+
+    def order(name: str) -> tuple[int, str]:
+        return (_CURVE_ORDER.index(name) if name in _CURVE_ORDER else len(_CURVE_ORDER), name)
+
+    names = sorted(panels, key=order)[:max_panels]
+    n_cols = min(3, len(names))
+    n_rows_fig = math.ceil(len(names) / n_cols)
+    fig, axes = plt.subplots(n_rows_fig, n_cols, figsize=(3.3 * n_cols, 2.4 * n_rows_fig),
+                             dpi=DPI, squeeze=False)
+    for ax, name in zip(axes.ravel()[:len(names)], names, strict=True):
+        for label, xs, ys in panels[name]:
+            style = "o-" if len(xs) < 30 else "-"
+            ax.plot(xs, ys, style, label=label, linewidth=1.2, markersize=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(x_name or "row", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if len(panels[name]) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.suptitle("training curves", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# -- 2-D topographic maps -----------------------------------------------------------------------
+def _codes_labels(codes: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    z = _numpy(codes, "codes")
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if z.ndim != 2:
+        raise ValueError(f"codes must be shaped (N, d), got {z.shape}")
+    if y.shape != (z.shape[0],):
+        raise ValueError(f"labels must be shaped (N,) = ({z.shape[0]},), got {y.shape}")
+    return z, y
+
+
+def class_profiles(codes: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean activation of every unit for every class: ``(classes, profiles (n_classes, d))``."""
+    z, y = _codes_labels(codes, labels)
+    classes = np.unique(y)
+    profiles = np.stack([z[y == c].mean(0) for c in classes])
+    return classes, profiles
+
+
+def plot_class_selectivity(codes: Any, labels: Any, grid_shape: Sequence[int],
+                           path: str | Path, *, class_names: Sequence[str] | None = None) -> Path:
+    """For each unit of the torus, the class with the highest mean activation (Figure 3)."""
+    classes, profiles = class_profiles(codes, labels)
+    rows, cols = _grid_shape(grid_shape, profiles.shape[1])
+    preferred = profiles.argmax(0).reshape(rows, cols)
+    n = len(classes)
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20", max(n, 1))
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), dpi=DPI)
+    ax.imshow(preferred, cmap=cmap, vmin=-0.5, vmax=n - 0.5, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"preferred class of each unit ({rows}x{cols} torus)", fontsize=9)
+    names = list(class_names) if class_names is not None else [str(c) for c in classes]
+    handles = [Patch(color=cmap(i), label=names[i]) for i in range(n)]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
+              frameon=False, title="class", title_fontsize=8)
+    return _save(fig, path)
+
+
+def plot_max_activating(images: Any, codes: Any, grid_shape: Sequence[int],
+                        path: str | Path) -> Path:
+    """For each unit, the image (of ``images (N, C, H, W)``) that activates it most, on the grid."""
+    imgs = _numpy(images, "images")
+    z = _numpy(codes, "codes")
+    if imgs.ndim != 4 or z.ndim != 2 or imgs.shape[0] != z.shape[0]:
+        raise ValueError(f"images (N, C, H, W) and codes (N, d) must have the same N, got "
+                         f"{imgs.shape} and {z.shape}")
+    rows, cols = _grid_shape(grid_shape, z.shape[1])
+    best = z.argmax(0)
+    grid = imgs[best].reshape(rows, cols, *imgs.shape[1:])
+    return _show_mosaic(grid, path, title="most activating image of each unit",
+                        scale=0.6 if rows * cols > 100 else 1.0)
+
+
+def _neighbour_correlation(profiles: np.ndarray, rows: int, cols: int) -> float:
+    """Mean Pearson correlation (over classes) between each unit and its right/down torus
+    neighbours; units with a flat profile count as uncorrelated."""
+    centred = profiles - profiles.mean(0, keepdims=True)
+    norms = np.linalg.norm(centred, axis=0)
+    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 1e-12)
+    grid = unit.reshape(unit.shape[0], rows, cols)
+    right = (grid * np.roll(grid, -1, axis=2)).sum(0)
+    down = (grid * np.roll(grid, -1, axis=1)).sum(0)
+    pairs = []
+    if cols > 1:
+        pairs.append(right.ravel())
+    if rows > 1:
+        pairs.append(down.ravel())
+    if not pairs:
+        raise ValueError("grid_shape must have more than one unit")
+    return float(np.concatenate(pairs).mean())
+
+
+def topographic_score(codes: Any, labels: Any, grid_shape: Sequence[int], seed: int = 0,
+                      n_shuffles: int = 20) -> dict[str, float]:
+    """How topographic a map is: neighbour similarity of class profiles against a shuffled map.
+
+    Each unit's *class profile* is its mean activation per class. ``score`` is the mean Pearson
+    correlation between the profiles of torus neighbours (right and down, with wrap-around);
+    ``control`` is the same on maps whose units were placed at random positions (mean over
+    ``n_shuffles`` seeded shuffles, ``control_std`` their spread). A topographic map has
+    ``score`` well above ``control``; ``excess = score - control``.
+    """
+    _, profiles = class_profiles(codes, labels)
+    rows, cols = _grid_shape(grid_shape, profiles.shape[1])
+    if n_shuffles < 1:
+        raise ValueError(f"n_shuffles must be positive, got {n_shuffles}")
+    score = _neighbour_correlation(profiles, rows, cols)
+    rng = np.random.default_rng(seed)
+    controls = [_neighbour_correlation(profiles[:, rng.permutation(profiles.shape[1])], rows, cols)
+                for _ in range(n_shuffles)]
+    control = float(np.mean(controls))
+    return {"score": score, "control": control, "control_std": float(np.std(controls)),
+            "excess": score - control}

@@ -1,0 +1,354 @@
+"""The report of a run: PNG figures and one self-contained ``RUN/report/index.html``.
+
+:func:`build_report` gathers what a run directory holds (config, final model, training log,
+``metrics.json``), rebuilds a few test sequences, draws the figures of :mod:`.figures` and writes
+an HTML page with every image embedded as a base64 data URI and inline CSS, so the single file
+can be mailed or opened in any browser offline. Each section whose input is missing (no model
+yet, no log, no metrics, data not available here) is replaced by a short note instead of failing
+the whole report.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from topovae.report import figures
+
+__all__ = ["Section", "render_html", "build_report", "embed_png"]
+
+STYLE = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1100px;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em;margin-top:1.8em} p.note{color:#777;font-style:italic}
+p.caption{color:#444;font-size:.92em;max-width:900px} img{max-width:100%;height:auto;
+image-rendering:pixelated;border:1px solid #eee} table{border-collapse:collapse;font-size:.92em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left} th{background:#f4f4f4}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
+"""
+
+
+@dataclasses.dataclass
+class Section:
+    """One part of the page: a title, HTML body (already escaped) and an optional note."""
+
+    title: str
+    body: str = ""
+    note: str = ""
+
+
+def embed_png(path: str | Path, alt: str) -> str:
+    """``<img>`` tag holding the PNG at ``path`` as a base64 data URI."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return html.escape(str(value))
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.4g}"
+    if isinstance(value, (int, str)):
+        return html.escape(str(value))
+    text = json.dumps(value)
+    return html.escape(text if len(text) <= 120 else text[:117] + "...")
+
+
+def _table(mapping: Mapping[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_format_value(v)}</td></tr>"
+                   for k, v in mapping.items())
+    return f"<table>{rows}</table>"
+
+
+def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
+    """A complete HTML document (inline CSS, no external resource) of ``sections``."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    if subtitle:
+        parts.append(f"<p>{html.escape(subtitle)}</p>")
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.body:
+            parts.append(section.body)
+        if section.note:
+            parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- reading a run ------------------------------------------------------------------------------
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold an experiment config")
+    return data
+
+
+def _find_metrics_csv(run_dir: Path) -> Path | None:
+    candidates = sorted((run_dir / "logs").glob("**/metrics.csv"),
+                        key=lambda p: p.stat().st_mtime) if (run_dir / "logs").is_dir() else []
+    return candidates[-1] if candidates else None
+
+
+def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | None:
+    """Up to ``max_images`` frames' worth of batches of a loader, whatever its iteration style."""
+    makers: list[Callable[[], Any]] = []
+    for method in ("epoch_batches", "batches", "iter_epoch"):
+        if hasattr(split, method):
+            makers.append(lambda m=method: iter(getattr(split, m)(0)))
+    makers.append(lambda: iter(split))
+    for make in makers:
+        try:
+            iterator = make()
+            xs, labels = [], []
+            count = 0
+            for batch in iterator:
+                x = batch["x"] if isinstance(batch, Mapping) else batch
+                xs.append(x)
+                if isinstance(batch, Mapping) and batch.get("labels") is not None:
+                    labels.append(batch["labels"])
+                count += x.shape[0] * x.shape[1]
+                if count >= max_images:
+                    break
+        except TypeError:
+            continue
+        if xs:
+            out = {"x": torch.cat(xs)}
+            if len(labels) == len(xs):
+                out["labels"] = torch.cat(labels)
+            return out
+    return None
+
+
+def _test_batch(config: Mapping[str, Any], seed: int, max_images: int
+                ) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Rebuild test sequences of the run's data config; ``(None, reason)`` if impossible."""
+    if "data" not in config:
+        return None, "the run's config has no data section"
+    try:
+        from topovae.data.loaders import DataConfig, build_data
+    except ImportError as err:
+        return None, f"data loaders unavailable ({err})"
+    try:
+        data_config = DataConfig.from_dict(config["data"])
+        bundle = build_data(data_config, seed=seed)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        return None, f"test data could not be rebuilt here ({err})"
+    for split_name in ("test", "val", "train"):
+        split = getattr(bundle, split_name, None)
+        if split is None:
+            continue
+        batch = _first_batches(split, max_images)
+        if batch is not None:
+            return batch, f"{split_name} split"
+    return None, "the data bundle yielded no batches"
+
+
+def _model_section_inputs(model: Any, x: torch.Tensor) -> dict[str, Any]:
+    """Decodes used by the figures, computed at posterior means under ``torch.no_grad``."""
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        if hasattr(model, "latent_codes") and hasattr(model, "decode"):
+            out["recon"] = torch.sigmoid(model.decode(model.latent_codes(x)))
+        elif hasattr(model, "encode") and hasattr(model, "decode"):
+            images = x.flatten(0, 1)
+            out["recon"] = torch.sigmoid(model.decode(model.representation(images))).view_as(x)
+        else:
+            out["recon"] = torch.sigmoid(model(x).logits)
+    return out
+
+
+def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any, Any]:
+    """True frames and decodes of frame 0's capsules rolled by ``k = 0 .. S-1``."""
+    x = x[:n_sequences]
+    shifts = list(range(x.shape[1]))
+    try:
+        from topovae.metrics.roll import roll_prediction
+    except ImportError:
+        roll_prediction = None
+    if roll_prediction is not None:
+        result = roll_prediction(model, x, shifts=shifts, n_keep=n_sequences)
+        return result.targets, result.predictions
+    with torch.no_grad():
+        first = model.latent_codes(x)[:, 0]
+        rolled = torch.stack([torch.roll(first, k, dims=-1) for k in shifts], dim=1)
+        return x, torch.sigmoid(model.decode(rolled))
+
+
+def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | None = None,
+                 n_sequences: int = 4, max_map_images: int = 2000, seed: int = 0) -> Path:
+    """Write ``RUN/report/*.png`` and the self-contained ``RUN/report/index.html``; return it.
+
+    ``batch`` (``{"x": (B, S, C, H, W), "labels": (B,)}``) replaces the test data rebuilt from the
+    run's data config (useful when the data are not available on this machine).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run_dir {run_dir} is not a directory")
+    out_dir = run_dir / "report"
+    out_dir.mkdir(exist_ok=True)
+    config = _read_config(run_dir)
+    model_spec = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    model_name = str(model_spec.get("name", "")) if model_spec else ""
+    model_config = model_spec.get("config", {}) if model_spec else {}
+    sections: list[Section] = []
+
+    def figure(title: str, filename: str, draw: Callable[[Path], Path], caption: str) -> None:
+        try:
+            path = draw(out_dir / filename)
+        except (ValueError, RuntimeError, KeyError, IndexError) as err:
+            sections.append(Section(title, note=f"not drawn: {err}"))
+            return
+        sections.append(Section(title, embed_png(path, title)
+                                + f'<p class="caption">{html.escape(caption)}</p>'))
+
+    # metrics
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            sections.append(Section("Metrics", _table(metrics) if isinstance(metrics, dict)
+                                    else f"<pre>{html.escape(json.dumps(metrics))}</pre>"))
+        except json.JSONDecodeError as err:
+            sections.append(Section("Metrics", note=f"metrics.json is not valid JSON: {err}"))
+    else:
+        sections.append(Section("Metrics", note="no metrics.json yet (run topovae evaluate)"))
+
+    # training curves
+    csv_path = _find_metrics_csv(run_dir)
+    if csv_path is None:
+        sections.append(Section("Training curves", note="no logs/**/metrics.csv found"))
+    else:
+        figure("Training curves", "training_curves.png",
+               lambda p: figures.plot_training_curves(csv_path, p),
+               f"From {csv_path.relative_to(run_dir)}; train and validation values per step.")
+
+    # model-dependent sections
+    model = None
+    if (run_dir / "model.json").is_file():
+        try:
+            from topovae.models import load_model
+
+            model = load_model(run_dir)
+            model.eval()
+        except (ValueError, OSError, RuntimeError) as err:
+            sections.append(Section("Model", note=f"the saved model could not be loaded: {err}"))
+    else:
+        sections.append(Section("Model", note="no saved model (model.json) in the run yet"))
+
+    data_source = "batch given to build_report"
+    if model is not None and batch is None:
+        train_seed = config.get("train", {}).get("seed", seed) if isinstance(
+            config.get("train"), Mapping) else seed
+        batch, data_source = _test_batch(config, int(train_seed), max_map_images)
+        if batch is None:
+            sections.append(Section("Data", note=data_source))
+    if model is not None and batch is not None:
+        _model_sections(model, model_config, batch, n_sequences, data_source, figure, sections)
+
+    if config:
+        sections.append(Section("Configuration", "<pre>" + html.escape(
+            yaml.safe_dump(config, sort_keys=False)) + "</pre>"))
+    else:
+        sections.append(Section("Configuration", note="no config.yaml in the run directory"))
+
+    title = f"topovae report: {run_dir.name}"
+    subtitle = " — ".join(s for s in (model_name, str(config.get("description", ""))) if s)
+    index = out_dir / "index.html"
+    tmp = out_dir / "index.html.tmp"
+    tmp.write_text(render_html(title, sections, subtitle), encoding="utf-8")
+    tmp.replace(index)
+    return index
+
+
+def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[str, Any],
+                    n_sequences: int, data_source: str,
+                    figure: Callable[[str, str, Callable[[Path], Path], str], None],
+                    sections: list[Section]) -> None:
+    x = batch["x"]
+    device = next(model.parameters()).device
+    x = x.to(device=device, dtype=next(model.parameters()).dtype)
+    x_small = x[:n_sequences]
+    n_frames = x.shape[1]
+
+    if hasattr(model, "latent_codes") and hasattr(model, "decode") and n_frames > 1:
+        try:
+            truth, rolled = _roll_traversal(model, x_small, n_sequences)
+        except (ValueError, RuntimeError) as err:
+            sections.append(Section("Capsule-roll traversal", note=f"not computed: {err}"))
+        else:
+            figure("Capsule-roll traversal", "roll_traversal.png",
+                   lambda p: figures.plot_roll_traversal(truth, rolled, p),
+                   "Top of each pair: the true frames x_k of a test sequence. Bottom: frame 0 "
+                   "encoded, every capsule rolled by k units, decoded (Figure 1 of the paper). "
+                   f"Data: {data_source}.")
+    else:
+        sections.append(Section("Capsule-roll traversal",
+                                note="needs a capsule model (latent_codes/decode) and sequences"))
+
+    try:
+        recon = _model_section_inputs(model, x_small)["recon"]
+    except (ValueError, RuntimeError) as err:
+        sections.append(Section("Reconstructions", note=f"not computed: {err}"))
+    else:
+        frames = max(1, 12 // max(1, x_small.shape[0]))
+        figure("Reconstructions", "reconstructions.png",
+               lambda p: figures.plot_reconstructions(x_small[:, :frames].cpu(),
+                                                      recon[:, :frames].cpu(), p),
+               f"Test images and their decoded posterior means. Data: {data_source}.")
+
+    if hasattr(model, "sample"):
+        generator = torch.Generator(device=device).manual_seed(0)
+        try:
+            n_samples = max(1, min(4, n_sequences)) if _samples_sequences(model) else 16
+            samples = model.sample(n_samples, generator=generator)
+        except (ValueError, RuntimeError, TypeError) as err:
+            sections.append(Section("Samples", note=f"not computed: {err}"))
+        else:
+            figure("Samples", "samples.png", lambda p: figures.plot_samples(samples.cpu(), p),
+                   "Decoded pixel probabilities of latents drawn from the prior.")
+
+    if model_config.get("topography") == "torus" and hasattr(model, "representation"):
+        labels = batch.get("labels")
+        if labels is None:
+            sections.append(Section("Topographic map", note="the test data carry no labels"))
+            return
+        grid = (int(model_config.get("n_caps", 0)), int(model_config.get("cap_dim", 0)))
+        images = x.flatten(0, 1)
+        frame_labels = torch.as_tensor(labels).repeat_interleave(x.shape[1]).cpu()
+        with torch.no_grad():
+            codes = torch.cat([model.representation(chunk) for chunk in images.split(256)]).cpu()
+        try:
+            score = figures.topographic_score(codes, frame_labels, grid, seed=0)
+        except ValueError as err:
+            sections.append(Section("Topographic map", note=f"not computed: {err}"))
+            return
+        figure("Topographic map: class selectivity", "class_selectivity.png",
+               lambda p: figures.plot_class_selectivity(codes, frame_labels, grid, p),
+               f"Class with the highest mean activation of each unit of the {grid[0]}x{grid[1]} "
+               f"torus, over {images.shape[0]} test images (Figure 3 of the paper). Neighbour "
+               f"profile correlation {score['score']:.3f} against {score['control']:.3f} "
+               f"(± {score['control_std']:.3f}) on shuffled maps.")
+        figure("Topographic map: most activating images", "max_activating.png",
+               lambda p: figures.plot_max_activating(images.cpu(), codes, grid, p),
+               "For each unit, the test image that activates it most, placed on the torus.")
+        sections.append(Section("Topographic score", _table(score)))
+
+
+def _samples_sequences(model: Any) -> bool:
+    """True if ``model.sample(n)`` returns sequences ``(n, S, C, H, W)`` (the TVAE does)."""
+    return hasattr(model, "latent_codes")
