@@ -136,3 +136,13 @@ def test_config_validation_and_roundtrip():
     ):
         with pytest.raises(ValueError):
             DataConfig(**bad)
+
+
+def test_bench_reports_source(monkeypatch, mnist_dir):
+    from topovae.data.bench import data_batch_timing, time_data_batch
+
+    monkeypatch.setenv("TOPOVAE_DATA", str(mnist_dir))
+    result = data_batch_timing(repeats=2)
+    assert result["batch_shape"] == [8, 18, 3, 28, 28]
+    assert "MNIST test images" in result["source"] and result["ms"] > 0
+    assert isinstance(time_data_batch(repeats=1), float)

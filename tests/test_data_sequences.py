@@ -144,4 +144,5 @@ def test_invalid_options():
         build_sequences("single_factor", transforms=["shear"])
     with pytest.raises(ValueError, match="unknown"):
         build_sequences("nope")
-    assert FACTORS == ("rotation", "hue", "scale") and math.isclose(float(SCALES[-1]), 1.26, rel_tol=1e-6)
+    assert FACTORS == ("rotation", "hue", "scale")
+    assert math.isclose(float(SCALES[-1]), 1.26, rel_tol=1e-6)

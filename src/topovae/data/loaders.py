@@ -113,6 +113,7 @@ class SequenceLoader:
         self.device = torch.device(device) if device is not None else None
         self.epoch = 0
         self.next_batch = 0
+        self._order_cache: tuple[int, np.ndarray] = (-1, self.indices)
 
     def __len__(self) -> int:
         n = len(self.indices)
@@ -126,8 +127,10 @@ class SequenceLoader:
         """The image rows of ``epoch`` in the order they are batched."""
         if not self.shuffle:
             return self.indices
-        rng = np.random.default_rng(_seed_of(self.seed, self.stream, epoch))
-        return self.indices[rng.permutation(len(self.indices))]
+        if self._order_cache[0] != epoch:
+            rng = np.random.default_rng(_seed_of(self.seed, self.stream, epoch))
+            self._order_cache = (epoch, self.indices[rng.permutation(len(self.indices))])
+        return self._order_cache[1]
 
     def batch(self, epoch: int, index: int) -> dict[str, Any]:
         """Batch ``index`` of ``epoch``: a pure function of (seed, stream, epoch, index)."""
