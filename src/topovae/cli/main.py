@@ -1,0 +1,331 @@
+"""The ``topovae`` command: train, evaluate, report, compare, bench, demo, presets.
+
+Errors are one line on stderr (``topovae: error: ...``) saying what to do, with exit code 2, and
+nothing is written before the configuration, the data and the output directory are checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _fail(message: str) -> int:
+    text = " ".join(str(message).split())
+    print(f"topovae: error: {text}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are the same one-line format, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"topovae: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="topovae", description="Topographic VAEs: train, evaluate, report.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    sub.add_parser("presets", help="list the experiment presets",
+                   description="List every experiment preset with a one-line description.")
+
+    train = sub.add_parser(
+        "train", help="train an experiment into a run directory",
+        description="Train a preset or config file into a new run directory, or resume one. "
+                    "Overrides are dotted keys with YAML values, e.g. train.lr=1e-3 "
+                    "model.config.time_window=5 data.n_train=1000.")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="preset name (see `topovae presets`)")
+    source.add_argument("--config", type=Path, help="experiment YAML file")
+    source.add_argument("--resume", type=Path, metavar="RUN",
+                        help="continue the run RUN from its last checkpoint")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    train.add_argument("--out", type=Path, metavar="RUN", help="new run directory")
+    train.add_argument("--max-epochs", type=int, help="= train.max_epochs")
+    train.add_argument("--max-steps", type=int, help="= train.max_steps")
+    train.add_argument("--max-time", type=float, metavar="SECONDS", help="= train.max_time")
+    train.add_argument("--seed", type=int, help="= train.seed (model init, data and noise)")
+    train.add_argument("--data-dir", type=Path, help="= data.data_dir (folder with the data files)")
+    train.add_argument("--devices", type=int, help="= train.devices (DDP when > 1)")
+    train.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="= train.accelerator")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="measure a trained run (writes RUN/metrics.json)",
+                        description="Evaluate a trained run on its test split (seeded) and write "
+                                    "RUN/metrics.json.")
+    ev.add_argument("run", type=Path, metavar="RUN")
+    ev.add_argument("--n-is-samples", type=int, help="importance samples of the log-likelihood")
+    ev.add_argument("--n-sequences", type=int, help="test sequences used (0 = all)")
+    ev.add_argument("--metrics", default=None,
+                    help="comma-separated disentanglement metrics: mig,sap,dci,factor_vae,beta_vae")
+    ev.add_argument("--data-dir", type=Path, help="folder with the data files")
+
+    rep = sub.add_parser("report", help="write RUN/report/index.html",
+                         description="Write the figures and the HTML report of a run.")
+    rep.add_argument("run", type=Path, metavar="RUN")
+
+    cmp_ = sub.add_parser("compare", help="compare evaluated runs in one table",
+                          description="Print a table comparing the metrics of several runs.")
+    cmp_.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+
+    bench = sub.add_parser("bench", help="speed and memory benchmarks",
+                           description="Measure training-step speed, data speed and memory.")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    demo = sub.add_parser("demo", help="train, evaluate and report the demo preset (<= 5 min)",
+                          description="Train the tvae-demo preset for at most 5 minutes, "
+                                      "evaluate it, write its report.")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
+    demo.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                      help="training time limit (default: the preset's 300 s)")
+    demo.add_argument("--data-dir", type=Path, help="folder with the data files")
+    return parser
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _experiment_from_args(args: argparse.Namespace) -> Any:
+    """Build and validate the ExperimentConfig of ``topovae train`` (raises ValueError)."""
+    from topovae.presets import load_preset_dict
+    from topovae.training.experiment import ExperimentConfig, parse_overrides
+
+    if args.preset:
+        base = load_preset_dict(args.preset)
+    else:
+        if not args.config.is_file():
+            raise ValueError(f"--config {args.config} does not exist")
+        import yaml
+
+        try:
+            base = yaml.safe_load(args.config.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {args.config} is not valid YAML ({err})") from None
+        if isinstance(base, dict) and "extends" in base:
+            from topovae.presets import deep_merge
+
+            parents = base.pop("extends")
+            merged: dict[str, Any] = {}
+            for parent in [parents] if isinstance(parents, str) else parents:
+                merged = deep_merge(merged, load_preset_dict(parent))
+            base = deep_merge(merged, base)
+    experiment = ExperimentConfig.from_dict(base)
+    overrides = parse_overrides(args.overrides)
+    overrides.update(_flag_overrides(args))
+    return experiment.with_overrides(overrides)
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"max_epochs": "train.max_epochs", "max_steps": "train.max_steps",
+             "max_time": "train.max_time", "seed": "train.seed", "devices": "train.devices",
+             "accelerator": "train.accelerator"}
+    out = {key: getattr(args, attr) for attr, key in flags.items()
+           if getattr(args, attr, None) is not None}
+    if getattr(args, "data_dir", None) is not None:
+        out["data.data_dir"] = str(args.data_dir)
+    if getattr(args, "no_progress", False):
+        out["train.progress_bar"] = False
+    return out
+
+
+def _check_data(experiment: Any) -> None:
+    """Build the data once (cheap: files are located and read) so that missing data fails early."""
+    from topovae.data.loaders import build_data
+
+    build_data(experiment.data, seed=experiment.train.seed)
+
+
+def _is_worker_rank() -> bool:
+    """True in the processes that Lightning's DDP launcher starts for ranks > 0."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_presets(args: argparse.Namespace) -> int:
+    from topovae.presets import preset_descriptions
+
+    descriptions = preset_descriptions()
+    width = max(len(name) for name in descriptions)
+    for name, description in descriptions.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from topovae.training.run import check_output_dir, create_run_dir, read_run_config
+    from topovae.training.trainer import TrainingDivergedError, fit, resume
+
+    try:
+        if args.resume is not None:
+            if args.overrides:
+                raise ValueError("--resume takes no KEY=VALUE overrides (only --max-epochs, "
+                                 "--max-steps, --max-time)")
+            experiment = read_run_config(args.resume)
+            limits = {k.split(".", 1)[1]: v for k, v in _flag_overrides(args).items()
+                      if k in ("train.max_epochs", "train.max_steps", "train.max_time")}
+            experiment.train.replace(**limits)  # validates
+            _check_data(experiment)
+            result = resume(args.resume, **limits)
+        else:
+            if not args.preset and not args.config:
+                raise ValueError("say what to train: --preset NAME or --config FILE "
+                                 "(or --resume RUN)")
+            if args.out is None:
+                raise ValueError("--out RUN is required: the new run directory")
+            experiment = _experiment_from_args(args)
+            if _is_worker_rank():
+                run_dir = args.out
+            else:
+                check_output_dir(args.out)
+                _check_data(experiment)
+                run_dir = create_run_dir(args.out, experiment)
+            result = fit(experiment, run_dir)
+    except TrainingDivergedError as err:
+        return _fail(str(err))
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        return _fail(str(err))
+    if not _is_worker_rank():
+        loss = f", last loss {result.last_loss:.2f}" if result.last_loss is not None else ""
+        print(f"trained {result.steps} steps ({result.epochs_completed} epochs{loss}); "
+              f"run directory: {result.run_dir}")
+    return 0
+
+
+def _parse_metrics(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from topovae.evaluate import evaluate_run
+
+    try:
+        metrics = evaluate_run(args.run, n_is_samples=args.n_is_samples,
+                               n_sequences=args.n_sequences, metrics=_parse_metrics(args.metrics),
+                               data_dir=args.data_dir)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    print(_metrics_summary(metrics))
+    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    return 0
+
+
+def _metrics_summary(metrics: dict[str, Any]) -> str:
+    keys = ("log_likelihood_nats_per_image", "equivariance_error", "equivariance_error_control",
+            "equivariance_ratio", "roll_prediction_mse", "capsule_offset_correlation")
+    parts = [f"{k}={metrics[k]:.4g}" for k in keys
+             if isinstance(metrics.get(k), (int, float))]
+    return " ".join(parts)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from topovae.report import build_report
+
+        path = build_report(args.run)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        return _fail(str(err))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        from topovae.report import compare_table
+
+        print(compare_table(args.runs))
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        return _fail(str(err))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from topovae.bench import format_table, run_benchmark
+
+        results = run_benchmark()
+    except (ValueError, ImportError) as err:
+        return _fail(str(err))
+    print(json.dumps(results) if args.json else format_table(results))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from topovae.evaluate import evaluate_run
+    from topovae.presets import load_preset
+    from topovae.training.run import check_output_dir, create_run_dir
+    from topovae.training.trainer import TrainingDivergedError, fit
+
+    try:
+        experiment = load_preset("tvae-demo")
+        overrides: dict[str, Any] = {}
+        if args.max_time is not None:
+            if not 0 < args.max_time <= 300:
+                raise ValueError("--max-time must be in (0, 300] seconds for the demo")
+            overrides["train.max_time"] = args.max_time
+        if args.data_dir is not None:
+            overrides["data.data_dir"] = str(args.data_dir)
+        experiment = experiment.with_overrides(overrides)
+        check_output_dir(args.out)
+        _check_data(experiment)
+        run_dir = create_run_dir(args.out, experiment)
+        print(f"training {experiment.description}", flush=True)
+        fit(experiment, run_dir)
+        metrics = evaluate_run(run_dir)
+    except TrainingDivergedError as err:
+        return _fail(str(err))
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    report_line = "report: not written (topovae.report unavailable)"
+    try:
+        from topovae.report import build_report
+
+        report_line = f"report: {build_report(run_dir)}"
+    except (ImportError, ValueError) as err:
+        report_line = f"report: not written ({err})"
+    ratio = metrics.get("equivariance_ratio")
+    ratio_text = f"{ratio:.3f}" if isinstance(ratio, (int, float)) else "n/a"
+    print(f"equivariance ratio (E_eq / shuffled control, lower is better): {ratio_text}")
+    print(report_line)
+    return 0
+
+
+COMMANDS = {"presets": cmd_presets, "train": cmd_train, "evaluate": cmd_evaluate,
+            "report": cmd_report, "compare": cmd_compare, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``topovae`` command; returns the exit code."""
+    parser = build_parser()
+    # KEY=VALUE overrides may come between options: collect the leftovers of a known-args parse
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        bad = [item for item in extra if item.startswith("-") or "=" not in item]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""``topovae evaluate``: the measurements of a trained run, written to ``RUN/metrics.json``.
+
+Everything is computed on the run's test split, with the RNG seeded from ``evaluate.seed`` so
+that evaluating the same run twice gives the same numbers:
+
+* ``log_likelihood_nats_per_image``: importance-sampled ``log p(x)`` with ``n_is_samples``
+  samples, scored jointly over each sequence (on ``n_ll_sequences`` test sequences);
+* ``equivariance_error``, its shuffled-frame ``equivariance_error_control`` and their
+  ``equivariance_ratio`` (models with capsule codes);
+* ``roll_prediction_nll`` / ``roll_prediction_mse``: decode frame 0's capsules rolled by ``k``
+  and compare with true frame ``k``;
+* ``capsule_offset_correlation`` (dSprites runs);
+* optionally (``--metrics``) MIG, SAP, DCI, FactorVAE and beta-VAE scores of
+  ``model.representation`` on the ground-truth dataset (the rendered dSprites grid).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from topovae.training.experiment import DISENTANGLEMENT_METRICS, ExperimentConfig
+from topovae.training.run import atomic_write_json, load_run
+
+__all__ = ["evaluate_run", "evaluate_model", "collect_test_sequences"]
+
+
+def collect_test_sequences(bundle: Any, n_sequences: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The first ``n_sequences`` (0 = all) test sequences ``(N, S, C, H, W)`` and their factors."""
+    loader = bundle.test
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(0)
+    xs: list[torch.Tensor] = []
+    factors: dict[str, list[torch.Tensor]] = {}
+    total = 0
+    for batch in loader:
+        x = batch["x"]
+        xs.append(x)
+        for name, value in (batch.get("factors") or {}).items():
+            if isinstance(value, torch.Tensor):
+                factors.setdefault(name, []).append(value)
+        total += x.shape[0]
+        if n_sequences and total >= n_sequences:
+            break
+    if not xs:
+        raise ValueError("the test split yielded no sequences; check data.n_test")
+    x_all = torch.cat(xs)
+    limit = n_sequences or len(x_all)
+    joined = {name: torch.cat(values)[:limit] for name, values in factors.items()}
+    return x_all[:limit], joined
+
+
+def _capsule_codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor | None:
+    if not hasattr(model, "latent_codes"):
+        return None
+    codes = [model.latent_codes(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    out = torch.cat(codes)
+    return out if out.dim() == 4 else None
+
+
+def _likelihood(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
+                batch_size: int) -> dict[str, Any]:
+    from topovae.metrics.likelihood import importance_sampled_log_likelihood
+
+    total, images = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        result = importance_sampled_log_likelihood(model, chunk, n_samples)
+        n_images = chunk.shape[0] * chunk.shape[1]
+        total += float(result.nats_per_image) * n_images
+        images += n_images
+    return {"log_likelihood_nats_per_image": total / images, "n_is_samples": n_samples,
+            "n_ll_sequences": len(x)}
+
+
+def _roll(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    from topovae.metrics.roll import roll_prediction
+
+    nll = mse = 0.0
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        result = roll_prediction(model, chunk, n_keep=0)
+        nll += result.nll * len(chunk)
+        mse += result.mse * len(chunk)
+    return {"roll_prediction_nll": nll / len(x), "roll_prediction_mse": mse / len(x)}
+
+
+def _disentanglement(model: torch.nn.Module, experiment: ExperimentConfig, names: Sequence[str],
+                     seed: int, device: torch.device) -> dict[str, Any]:
+    from topovae.data.sources import build_source
+    from topovae.metrics import disentanglement as dis
+
+    cfg = experiment.data
+    source = build_source(cfg.source, split=cfg.test_split, data_dir=cfg.data_dir,
+                          download=cfg.download)
+    dataset = getattr(source, "ground_truth", None)
+    if dataset is None:
+        raise ValueError(f"--metrics needs a ground-truth dataset; data.source {cfg.source!r} "
+                         "has none (use a dSprites run)")
+
+    def represent(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.representation(images.to(device)).cpu()
+
+    n = experiment.evaluate.disentanglement_samples
+    out: dict[str, Any] = {"disentanglement_samples": n}
+    if {"mig", "sap", "dci"} & set(names):
+        codes_train, factors_train = dis.sample_codes_and_factors(represent, dataset, n, seed=seed)
+        codes_test, factors_test = dis.sample_codes_and_factors(represent, dataset, max(1, n // 2),
+                                                                seed=seed + 1)
+        if "mig" in names:
+            out["mig"] = dis.mig(codes_train, factors_train)
+        if "sap" in names:
+            out["sap"] = dis.sap(codes_train, factors_train, codes_test, factors_test)
+        if "dci" in names:
+            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed)
+    if "factor_vae" in names:
+        out["factor_vae"] = dis.factor_vae_score(represent, dataset, seed=seed, num_train=n,
+                                                 num_eval=max(1, n // 2),
+                                                 num_variance_estimate=n)
+    if "beta_vae" in names:
+        out["beta_vae"] = dis.beta_vae_score(represent, dataset, seed=seed, num_train=n,
+                                             num_eval=max(1, n // 2))
+    return out
+
+
+def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
+                   metrics: Sequence[str] = ()) -> dict[str, Any]:
+    """All measurements of ``model`` on the test split of ``experiment`` (a JSON-able dict)."""
+    from topovae.data.loaders import build_data
+    from topovae.metrics.equivariance import (
+        capsule_offset_correlation,
+        equivariance_error,
+        equivariance_error_control,
+    )
+
+    ev = experiment.evaluate
+    started = time.perf_counter()
+    torch.manual_seed(ev.seed)
+    np.random.seed(ev.seed)
+    model.eval()
+    device = next(model.parameters()).device
+    bundle = build_data(experiment.data, seed=ev.seed)
+    x, factors = collect_test_sequences(bundle, ev.n_eval_sequences)
+    x = x.to(device)
+    info = bundle.info if isinstance(bundle.info, dict) else dict(vars(bundle.info))
+    result: dict[str, Any] = {
+        "model": getattr(model, "registry_name", type(model).__name__),
+        "data": {"source": experiment.data.source, "test_split": experiment.data.test_split,
+                 "sequence_builder": experiment.data.test_sequences or experiment.data.sequences,
+                 "n_test_sequences": int(len(x)), "sequence_length": int(x.shape[1]),
+                 **_jsonable(info)},
+    }
+    with torch.no_grad():
+        try:
+            ll = _likelihood(model, x[: ev.n_ll_sequences or len(x)], ev.n_is_samples,
+                             ev.batch_size)
+        except (ImportError, NotImplementedError, AttributeError) as err:
+            ll = {"log_likelihood_nats_per_image": None, "n_is_samples": ev.n_is_samples,
+                  "log_likelihood_unavailable": str(err)}
+        result.update(ll)
+        codes = _capsule_codes(model, x, ev.batch_size) if x.shape[1] > 1 else None
+        if codes is not None:
+            error = float(equivariance_error(codes))
+            control = float(equivariance_error_control(codes, seed=ev.seed))
+            result.update({"equivariance_error": error, "equivariance_error_control": control,
+                           "equivariance_ratio": error / control if control > 0 else None})
+            result.update(_roll(model, x, ev.batch_size))
+            if experiment.data.source.startswith("dsprites"):
+                corr = capsule_offset_correlation(codes)
+                result["capsule_offset_correlation"] = _finite(float(corr["correlation"]))
+                result["capsule_offset_accuracy"] = float(corr["accuracy"])
+        else:
+            result.update({"equivariance_error": None, "equivariance_error_control": None,
+                           "equivariance_ratio": None, "roll_prediction_nll": None,
+                           "roll_prediction_mse": None,
+                           "equivariance_unavailable": "the model has no capsule codes"})
+    if metrics:
+        result["disentanglement"] = _disentanglement(model, experiment, metrics, ev.seed, device)
+    result["seed"] = ev.seed
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    result["evaluated_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return _jsonable(result)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
+                 n_sequences: int | None = None, metrics: Sequence[str] | None = None,
+                 data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate the run in ``run_dir`` and write ``run_dir/metrics.json`` (atomically).
+
+    Arguments left as ``None`` take the run's ``evaluate`` settings. Unknown metric names raise
+    ``ValueError`` before anything is computed.
+    """
+    run = load_run(run_dir)
+    experiment = run.config
+    ev_overrides: dict[str, Any] = {}
+    if n_is_samples is not None:
+        ev_overrides["n_is_samples"] = n_is_samples
+    if n_sequences is not None:
+        ev_overrides["n_eval_sequences"] = n_sequences
+    if metrics is not None:
+        unknown = sorted(set(metrics) - set(DISENTANGLEMENT_METRICS))
+        if unknown:
+            raise ValueError(f"--metrics: unknown {unknown}; choose from "
+                             f"{','.join(DISENTANGLEMENT_METRICS)}")
+        ev_overrides["metrics"] = list(metrics)
+    evaluate_cfg = experiment.evaluate.replace(**ev_overrides)
+    data_cfg = experiment.data
+    if data_dir is not None:
+        data_cfg = data_cfg.replace(data_dir=str(data_dir))
+    experiment = ExperimentConfig.from_dict({**experiment.to_dict(),
+                                             "evaluate": evaluate_cfg.to_dict(),
+                                             "data": data_cfg.to_dict()})
+    assert run.model is not None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = run.model.to(device)
+    result = evaluate_model(model, experiment, metrics=evaluate_cfg.metrics)
+    atomic_write_json(Path(run_dir) / "metrics.json", result)
+    return result

@@ -1,0 +1,255 @@
+"""The experiment: one typed config holding the model, the data, the optimisation and evaluation.
+
+An :class:`ExperimentConfig` is what a preset describes, what ``topovae train`` writes to
+``RUN/config.yaml`` and what ``topovae evaluate`` reads back. Overrides from the command line use
+dotted paths (``train.lr=1e-3``, ``model.config.time_window=5``, ``data.n_train=1000``) whose
+values are parsed as YAML scalars; every path is checked against the keys that really exist so a
+typo is an error, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import importlib.util
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import yaml
+
+from topovae.config import Config
+from topovae.data.loaders import DataConfig
+from topovae.models.base import MODELS
+
+__all__ = ["FORMAT_VERSION", "ModelSpec", "TrainConfig", "EvaluateConfig", "ExperimentConfig",
+           "parse_overrides", "apply_overrides", "ensure_models_registered"]
+
+#: Version of the run-directory / ``config.yaml`` layout. A run written with another version is
+#: refused by :func:`topovae.training.run.load_run` instead of being misread.
+FORMAT_VERSION = 1
+
+_MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines")
+
+
+def ensure_models_registered() -> None:
+    """Import the modules that register models, so that every model name resolves."""
+    for module in _MODEL_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+@dataclasses.dataclass
+class ModelSpec(Config):
+    """A registered model name and a dict of overrides of that model's config defaults."""
+
+    name: str = "tvae"
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        ensure_models_registered()
+        cls = MODELS.get(self.name)  # raises ValueError listing the known names
+        try:
+            cls.config_class.from_dict(self.config)
+        except ValueError as err:
+            raise ValueError(f"model.config: {err}") from None
+
+    def build_config(self) -> Config:
+        """The model's typed config (defaults overridden by :attr:`config`)."""
+        return MODELS.get(self.name).config_class.from_dict(self.config)
+
+    def resolved(self) -> ModelSpec:
+        """The same spec with every field of the model config written out."""
+        return ModelSpec(name=self.name, config=self.build_config().to_dict())
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    """Optimisation and run-time settings.
+
+    ``kl_warmup_steps`` ramps the weight of everything but the reconstruction term linearly from 0
+    to 1 over that many optimiser steps (``loss = recon + w * (loss - recon)``); 0 disables it.
+    ``max_steps = -1`` and ``max_time = None`` mean no limit. ``checkpoint_every_n_steps`` writes
+    ``checkpoints/last.ckpt`` (atomically) every that many steps, and always at the end.
+    """
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    max_epochs: int = 100
+    max_steps: int = -1
+    max_time: float | None = None
+    seed: int = 0
+    devices: int = 1
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    kl_warmup_steps: int = 0
+    grad_clip: float | None = None
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 500
+    val_batches: int = 20
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.max_epochs < 1:
+            raise ValueError(f"train.max_epochs must be >= 1, got {self.max_epochs}")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise ValueError(f"train.max_steps must be -1 (no limit) or >= 1, got {self.max_steps}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"train.max_time must be positive seconds, got {self.max_time}")
+        if self.devices < 1:
+            raise ValueError(f"train.devices must be >= 1, got {self.devices}")
+        if self.kl_warmup_steps < 0:
+            raise ValueError(f"train.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"train.grad_clip must be positive, got {self.grad_clip}")
+        for name in ("log_every_n_steps", "checkpoint_every_n_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_batches < 0:
+            raise ValueError(f"train.val_batches must be >= 0, got {self.val_batches}")
+        if self.precision not in ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"):
+            raise ValueError(f"train.precision {self.precision!r} is not one of "
+                             "32-true, 16-mixed, bf16-mixed, 64-true")
+
+
+@dataclasses.dataclass
+class EvaluateConfig(Config):
+    """Settings of ``topovae evaluate`` (always on the test split, always seeded).
+
+    ``n_eval_sequences`` caps the test sequences used by every sequence measurement (0 = all),
+    ``n_ll_sequences`` those of the (expensive) importance-sampled likelihood, and
+    ``disentanglement_samples`` the number of training points of the disentanglement metrics.
+    """
+
+    n_is_samples: int = 10
+    n_eval_sequences: int = 1000
+    n_ll_sequences: int = 200
+    batch_size: int = 16
+    seed: int = 0
+    metrics: list[str] = dataclasses.field(default_factory=list)
+    disentanglement_samples: int = 10000
+
+    def validate(self) -> None:
+        for name in ("n_is_samples", "batch_size", "disentanglement_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_eval_sequences", "n_ll_sequences"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"evaluate.{name} must be >= 0 (0 = all), got "
+                                 f"{getattr(self, name)}")
+        unknown = sorted(set(self.metrics) - set(DISENTANGLEMENT_METRICS))
+        if unknown:
+            raise ValueError(f"evaluate.metrics: unknown {unknown}; choose from "
+                             f"{list(DISENTANGLEMENT_METRICS)}")
+
+
+#: Optional disentanglement metrics (``--metrics``) evaluated on a ground-truth dataset.
+DISENTANGLEMENT_METRICS = ("mig", "sap", "dci", "factor_vae", "beta_vae")
+
+
+@dataclasses.dataclass
+class ExperimentConfig(Config):
+    """Everything needed to reproduce one training run and its evaluation."""
+
+    description: str = ""
+    notes: str = ""
+    format_version: int = FORMAT_VERSION
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+
+    def validate(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported (this topovae reads "
+                f"{FORMAT_VERSION}); retrain with this version or use a matching topovae"
+            )
+
+    def resolved(self) -> ExperimentConfig:
+        """A copy whose model config lists every field (what ``config.yaml`` stores)."""
+        return dataclasses.replace(self, model=self.model.resolved())
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """Apply dotted-path overrides (already parsed values); unknown paths raise."""
+        base = self.resolved().to_dict()
+        new_name = overrides.get("model.name")
+        if new_name is not None and new_name != base["model"]["name"]:
+            base["model"]["config"] = {}  # another model: its own defaults, not this one's fields
+        return ExperimentConfig.from_dict(apply_overrides(base, overrides))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key.sub=value`` strings; values are YAML scalars (``1e-3``, ``true``, ``[1, 2]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ValueError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        # YAML 1.1 reads 1e-3 as a string; accept the usual float spellings as numbers
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in ".eE") else value
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
+def _valid_keys_for(node: Mapping[str, Any], path: list[str], base: Mapping[str, Any]) -> list[str]:
+    keys = set(node)
+    if path == ["model", "config"]:
+        ensure_models_registered()
+        name = base.get("model", {}).get("name", "tvae")
+        if name in MODELS:
+            keys |= set(MODELS.get(name).config_class.field_names())
+    return sorted(keys)
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of the dict ``config`` with dotted-path ``overrides`` set.
+
+    Every segment of a path must name an existing key (for ``model.config.*``: a field of the
+    model's config class); otherwise ``ValueError`` names the key and lists the valid ones.
+    """
+    result = copy.deepcopy(dict(config))
+    # the model name first: it decides which model.config keys are valid
+    ordered = sorted(overrides.items(), key=lambda kv: kv[0] != "model.name")
+    for dotted, value in ordered:
+        parts = dotted.split(".")
+        node: Any = result
+        for depth, part in enumerate(parts):
+            valid = _valid_keys_for(node, parts[:depth], result)
+            if part not in valid:
+                where = ".".join(parts[:depth]) or "top level"
+                raise ValueError(
+                    f"unknown config key {dotted!r} ({part!r} is not a key of {where}); "
+                    f"valid keys: {', '.join(valid)}"
+                )
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    if child is None and parts[:depth + 1] == ["model", "config"]:
+                        child = {}
+                        node[part] = child
+                    else:
+                        raise ValueError(f"config key {'.'.join(parts[:depth + 1])!r} is a "
+                                         f"value, not a section; cannot set {dotted!r}")
+                node = child
+    return result

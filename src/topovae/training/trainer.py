@@ -1,0 +1,183 @@
+"""Train an experiment into a run directory, or resume one exactly where it stopped.
+
+:func:`fit` is the whole training pipeline: seed everything, build the model and the data, train
+with Lightning (CPU or CUDA, one device or DDP), write an atomic checkpoint every
+``train.checkpoint_every_n_steps`` steps and at the end, log to CSV and TensorBoard under
+``RUN/logs`` and export the final weights (``RUN/model.json`` + ``RUN/model.safetensors``).
+
+Exact resumption: the Lightning checkpoint holds the weights, the optimiser and loop state; the
+module adds the position inside the epoch and the RNG states. Since every batch is a pure
+function of (seed, epoch, batch index), a run killed after step ``k`` and resumed trains on the
+same batches with the same noise as an uninterrupted run (on the same device and software).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from topovae.data.loaders import build_data
+from topovae.models.base import build_model
+from topovae.training.checkpoint import (
+    LAST_CHECKPOINT,
+    AtomicCheckpointIO,
+    FaultInjection,
+    PeriodicCheckpoint,
+)
+from topovae.training.experiment import ExperimentConfig
+from topovae.training.module import EpochBatches, NonFiniteLossError, TopoVAEModule
+from topovae.training.run import CHECKPOINT_DIR, atomic_write_text, read_run_config
+
+__all__ = ["FitResult", "TrainingDivergedError", "fit", "resume"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped on a non-finite loss; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """Summary of a finished (or time-limited) training run."""
+
+    run_dir: Path
+    steps: int
+    epochs_completed: int
+    last_loss: float | None
+    checkpoint: Path
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*dataloader is\\s+not resumable.*")
+    warnings.filterwarnings("ignore", message=".*not resumable.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*isn't a distributed sampler.*")
+
+
+def _strategy(experiment: ExperimentConfig) -> Any:
+    """Lightning strategy; ``"ddp_gloo"`` forces DDP over gloo (DDP on CPU uses gloo anyway)."""
+    if experiment.train.strategy == "ddp_gloo":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(process_group_backend="gloo")
+    return experiment.train.strategy
+
+
+def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> FitResult:
+    """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
+
+    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt``. Raises
+    :class:`TrainingDivergedError` on a NaN/inf loss (naming the step and the kept checkpoint).
+    """
+    _quiet_lightning()
+    run_dir = Path(run_dir)
+    cfg = experiment.train
+    checkpoint_path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if resume and not checkpoint_path.exists():
+        raise ValueError(f"{run_dir} has no checkpoint to resume from ({checkpoint_path} is "
+                         "missing); start a new run instead")
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(experiment.model.name, experiment.model.config)
+    bundle = build_data(experiment.data, seed=cfg.seed)
+    module = TopoVAEModule(model, cfg)
+
+    trainer_holder: dict[str, L.Trainer] = {}
+
+    def current_epoch() -> int:
+        return int(trainer_holder["trainer"].current_epoch)
+
+    def shard() -> tuple[int, int]:
+        trainer = trainer_holder["trainer"]
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    train_batches = EpochBatches(bundle.train, current_epoch, shard)
+    module.train_batches = train_batches
+    val_batches = None
+    if bundle.val is not None and cfg.val_batches > 0 and len(bundle.val) > 0:
+        val_batches = EpochBatches(bundle.val, current_epoch, shard, fixed_epoch=0)
+
+    steps_fn = module._optimizer_steps
+    callbacks: list[L.Callback] = [
+        PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
+    if cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
+    fault = os.environ.get("TOPOVAE_FAULT")
+    if fault:
+        callbacks.append(FaultInjection(fault, steps_fn))
+
+    steps_per_batch = 2 if module.has_auxiliary else 1  # Lightning counts every optimiser
+    loggers = [
+        CSVLogger(save_dir=str(run_dir), name="logs", version="csv"),
+        TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
+                          default_hp_metric=False),
+    ]
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=_strategy(experiment),
+        precision=cfg.precision,
+        max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps * steps_per_batch if cfg.max_steps > 0 else -1,
+        max_time={"seconds": cfg.max_time} if cfg.max_time is not None else None,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=cfg.val_batches if val_batches is not None else 0,
+        gradient_clip_val=None if module.has_auxiliary else cfg.grad_clip,
+        log_every_n_steps=cfg.log_every_n_steps,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,
+    )
+    trainer_holder["trainer"] = trainer
+    if trainer.is_global_zero:
+        loggers[0].log_hyperparams(experiment.resolved().to_dict())
+
+    try:
+        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
+                    ckpt_path=str(checkpoint_path) if resume else None, weights_only=False)
+    except NonFiniteLossError as err:
+        kept = (f"the last good checkpoint {checkpoint_path} is kept"
+                if checkpoint_path.exists() else "no checkpoint had been written yet")
+        raise TrainingDivergedError(
+            f"training stopped: {err}; {kept} (lower train.lr, set train.grad_clip or "
+            "train.kl_warmup_steps)") from err
+
+    trainer.save_checkpoint(checkpoint_path)
+    if trainer.is_global_zero:
+        model.cpu().save(run_dir)
+    metrics = trainer.callback_metrics
+    last_loss = float(metrics["loss"]) if "loss" in metrics else None
+    return FitResult(run_dir=run_dir, steps=steps_fn(), epochs_completed=int(trainer.current_epoch),
+                     last_loss=last_loss, checkpoint=checkpoint_path)
+
+
+def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
+    """Continue the run in ``run_dir`` from its last checkpoint.
+
+    ``train_overrides`` (e.g. ``max_epochs=200``, ``max_time=600``) change the limits of the
+    continued run; they are written back to ``config.yaml``.
+    """
+    run_dir = Path(run_dir)
+    experiment = read_run_config(run_dir)
+    if train_overrides:
+        experiment = dataclasses.replace(experiment,
+                                         train=experiment.train.replace(**train_overrides))
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
+    return fit(experiment, run_dir, resume=True)
