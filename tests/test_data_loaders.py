@@ -146,3 +146,21 @@ def test_bench_reports_source(monkeypatch, mnist_dir):
     assert result["batch_shape"] == [8, 18, 3, 28, 28]
     assert "MNIST test images" in result["source"] and result["ms"] > 0
     assert isinstance(time_data_batch(repeats=1), float)
+
+
+def test_resume_with_a_prefetching_consumer():
+    """Lightning fetches one batch ahead: the state must point at the first untrained batch."""
+    reference = list(loader(seed=2))
+    run = loader(seed=2)
+    run.prefetch = 1
+    iterator = iter(run)
+    buffer = [next(iterator)]  # the fetcher primes one batch
+    trained = []
+    for _ in range(3):
+        trained.append(buffer.pop(0))
+        buffer.append(next(iterator))  # refill before the step runs
+    state = run.state_dict()
+    assert state == {"epoch": 0, "next_batch": 3}
+    resumed = loader(seed=2)
+    resumed.load_state_dict(state)
+    assert all(same(a, b) for a, b in zip(trained + list(resumed), reference, strict=True))

@@ -84,6 +84,9 @@ class SequenceLoader:
     ``shuffle``: a fresh seeded order every epoch (training); otherwise the order of ``indices``.
     ``advance_epochs``: after a full pass, move on to the next epoch (training); otherwise every
     pass is epoch 0 again (fixed evaluation sets).
+    ``prefetch``: how many batches the consumer fetches ahead of the one it is training on;
+    ``state_dict`` subtracts them so that a resume restarts on the first batch not yet trained on.
+    PyTorch Lightning's default fetcher prefetches one batch: set ``prefetch=1`` under Lightning.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class SequenceLoader:
         drop_last: bool = False,
         advance_epochs: bool = True,
         device: str | torch.device | None = None,
+        prefetch: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -110,6 +114,9 @@ class SequenceLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last and len(self.indices) >= batch_size
         self.advance_epochs = advance_epochs
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        self.prefetch = prefetch
         self.device = torch.device(device) if device is not None else None
         self.epoch = 0
         self.next_batch = 0
@@ -177,7 +184,8 @@ class SequenceLoader:
             self.next_batch = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "next_batch": self.next_batch}
+        """``{"epoch", "next_batch"}``: where a resumed run continues (see ``prefetch``)."""
+        return {"epoch": self.epoch, "next_batch": max(self.next_batch - self.prefetch, 0)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, next_batch = int(state["epoch"]), int(state["next_batch"])
