@@ -18,6 +18,7 @@ from topovae.metrics.equivariance import (
     equivariance_ratio,
     normalize_capsules,
 )
+from topovae.metrics.likelihood import LogLikelihood, importance_sampled_log_likelihood
 from topovae.metrics.roll import RollPrediction, roll_prediction
 
 __all__ = [
@@ -35,4 +36,6 @@ __all__ = [
     "factor_vae_score",
     "beta_vae_score",
     "sample_codes_and_factors",
+    "LogLikelihood",
+    "importance_sampled_log_likelihood",
 ]
