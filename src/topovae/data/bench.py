@@ -63,6 +63,7 @@ def data_batch_timing(repeats: int = 20, batch_size: int = 8, seq_len: int = 18)
         "repeats": repeats,
         "batch_shape": list(batch["x"].shape),
         "torch_threads": torch.get_num_threads(),
+        "generation_threads": loader.threads,
         "source": description,
     }
 

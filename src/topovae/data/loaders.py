@@ -87,6 +87,10 @@ class SequenceLoader:
     ``prefetch``: how many batches the consumer fetches ahead of the one it is training on;
     ``state_dict`` subtracts them so that a resume restarts on the first batch not yet trained on.
     PyTorch Lightning's default fetcher prefetches one batch: set ``prefetch=1`` under Lightning.
+    ``threads``: intra-op CPU threads used while generating a batch (restored afterwards; None
+    keeps the global setting). The warps are too small to gain from threads, and on a busy
+    machine a multi-threaded ``grid_sample`` of one batch was measured 50-100x slower (waiting
+    for the other threads) than a single-threaded one.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class SequenceLoader:
         advance_epochs: bool = True,
         device: str | torch.device | None = None,
         prefetch: int = 0,
+        threads: int | None = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -117,6 +122,9 @@ class SequenceLoader:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         self.prefetch = prefetch
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         self.device = torch.device(device) if device is not None else None
         self.epoch = 0
         self.next_batch = 0
@@ -147,6 +155,16 @@ class SequenceLoader:
         return self._make(rows, _seed_of(self.seed, self.stream, epoch, index, 7))
 
     def _make(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
+        if self.threads is None or self.threads == torch.get_num_threads():
+            return self._generate(rows, seed)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._generate(rows, seed)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _generate(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(seed)
         rows_t = torch.from_numpy(rows)
         images = None
