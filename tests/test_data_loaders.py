@@ -107,6 +107,20 @@ def test_build_data_splits_disjoint_and_info(mnist_dir):
     assert set(build_data(config, seed=1).val.indices.tolist()) != val
 
 
+def test_heldout_test_split_is_the_validation_holdout(mnist_dir):
+    config = DataConfig(
+        source="mnist", split="train-5k", test_split="heldout", data_dir=str(mnist_dir),
+        n_train=200, n_test=64, batch_size=4, seq_len=5,
+    )
+    bundle = build_data(config, seed=3)
+    test, val = set(bundle.test.indices.tolist()), set(bundle.val.indices.tolist())
+    train = set(bundle.train.indices.tolist())
+    assert len(test) == 64 and test <= val and not test & train
+    assert bundle.info["splits"]["test"]["split"] == "held-out 20% of train-5k"
+    with pytest.raises(ValueError, match="val_fraction"):
+        build_data(config.replace(val_fraction=0.0), seed=0)
+
+
 def test_dsprites_rendered_bundle():
     config = DataConfig(
         source="dsprites_rendered",

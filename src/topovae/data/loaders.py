@@ -35,7 +35,7 @@ class DataConfig(Config):
 
     source: str = "mnist"
     split: str = "train"
-    test_split: str = "test"
+    test_split: str = "test"  # a split of the source, or "heldout": the validation hold-out
     sequences: str = "single_factor"
     test_sequences: str | None = None
     transforms: list[str] = dataclasses.field(default_factory=lambda: ["rotation", "hue", "scale"])
@@ -228,15 +228,18 @@ def _builder(name: str, config: DataConfig, source: ImageSource) -> Builder:
     )
 
 
+HELDOUT = "heldout"
+
+
 def build_data(config: DataConfig, seed: int) -> DataBundle:
     """Train / validation / test loaders for ``config``.
 
     The validation set is a seeded ``val_fraction`` of the training split (disjoint from the
     training images); ``n_train`` caps the remaining training images and ``n_test`` the test
-    images (a seeded subset).
+    images (a seeded subset). ``test_split="heldout"`` evaluates on the validation hold-out of the
+    training split instead of a separate test split.
     """
     train_source = build_source(config.source, config.split, config.data_dir, config.download)
-    test_source = build_source(config.source, config.test_split, config.data_dir, config.download)
     rng = np.random.default_rng(_seed_of(seed, 0))
     permutation = rng.permutation(len(train_source))
     n_val = int(round(config.val_fraction * len(train_source)))
@@ -245,9 +248,22 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         train_rows = train_rows[: config.n_train]
     if len(train_rows) == 0:
         raise ValueError("no training images left after the validation hold-out")
-    test_rows = np.arange(len(test_source))
+    if config.test_split == HELDOUT:
+        # Evaluate on the held-out images of the training source (never trained on): the only
+        # honest test set when a source has a single split, e.g. the 5,000 digits of mnist_5k.
+        if n_val == 0:
+            raise ValueError("test_split 'heldout' needs val_fraction > 0")
+        test_source = train_source
+        test_rows = np.sort(val_rows)
+        test_split_name = f"held-out {int(round(config.val_fraction * 100))}% of {train_source.split}"
+    else:
+        test_source = build_source(
+            config.source, config.test_split, config.data_dir, config.download
+        )
+        test_rows = np.arange(len(test_source))
+        test_split_name = test_source.split
     if config.n_test is not None and config.n_test < len(test_rows):
-        test_rows = np.sort(rng.permutation(len(test_source))[: config.n_test])
+        test_rows = np.sort(rng.permutation(test_rows)[: config.n_test])
     test_name = config.test_sequences or config.sequences
     common = {"batch_size": config.batch_size, "seed": seed}
     train = SequenceLoader(
@@ -292,7 +308,7 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
                 "n_images": int(len(val_rows)),
             },
             "test": {
-                "split": test_source.split,
+                "split": test_split_name,
                 "n_images": int(len(test_rows)),
                 "of": len(test_source),
                 "description": test_source.description,
