@@ -286,11 +286,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _check_data(experiment)
         except ValueError:
             # offline without the MNIST test files: evaluate on fresh sequences of the shipped
-            # digits instead (the run's config.yaml records test_split=train)
-            experiment = experiment.with_overrides({"data.test_split": "train"})
+            # digits instead (config.yaml records test_split=heldout)
+            experiment = experiment.with_overrides({"data.test_split": "heldout"})
             _check_data(experiment)
             print("note: MNIST test files not found (pass --data-dir DIR to use them); "
-                  "evaluating on sequences of the 5,000 shipped training digits", flush=True)
+                  "evaluating on the held-out part of the 5,000 shipped training digits",
+                  flush=True)
         run_dir = create_run_dir(args.out, experiment)
         print(f"training {experiment.description}", flush=True)
         fit(experiment, run_dir)
