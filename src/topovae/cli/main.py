@@ -94,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
     demo.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
                       help="training time limit (default: the preset's 300 s)")
-    demo.add_argument("--data-dir", type=Path, help="folder with the data files")
     return parser
 
 
@@ -278,20 +277,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if not 0 < args.max_time <= 300:
                 raise ValueError("--max-time must be in (0, 300] seconds for the demo")
             overrides["train.max_time"] = args.max_time
-        if args.data_dir is not None:
-            overrides["data.data_dir"] = str(args.data_dir)
         experiment = experiment.with_overrides(overrides)
         check_output_dir(args.out)
-        try:
-            _check_data(experiment)
-        except ValueError:
-            # offline without the MNIST test files: evaluate on fresh sequences of the shipped
-            # digits instead (config.yaml records test_split=heldout)
-            experiment = experiment.with_overrides({"data.test_split": "heldout"})
-            _check_data(experiment)
-            print("note: MNIST test files not found (pass --data-dir DIR to use them); "
-                  "evaluating on the held-out part of the 5,000 shipped training digits",
-                  flush=True)
+        _check_data(experiment)
         run_dir = create_run_dir(args.out, experiment)
         print(f"training {experiment.description}", flush=True)
         fit(experiment, run_dir)
