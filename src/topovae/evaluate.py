@@ -11,7 +11,21 @@ that evaluating the same run twice gives the same numbers:
   and compare with true frame ``k``;
 * ``capsule_offset_correlation`` (dSprites runs);
 * optionally (``--metrics``) MIG, SAP, DCI, FactorVAE and beta-VAE scores of
-  ``model.representation`` on the ground-truth dataset (the rendered dSprites grid).
+  ``model.representation`` on the ground-truth dataset (the rendered dSprites grid), under
+  ``result["disentanglement"]``.
+
+Which code the disentanglement metrics score: for the baselines (beta-VAE, beta-TCVAE,
+FactorVAE) the posterior mean ``mu(x)`` of the 10 latents; for the TVAE the capsule code ``t``
+with every random variable at its posterior mean, ``t = (z_mean + mu) / sqrt(W(u_mean**2) +
+eps)``, flattened to ``n_caps * cap_dim`` units, each image encoded alone (a sequence of length
+1: the within-frame part of the coupling, no temporal pooling; see ``TVAE.representation``).
+That is the usual point estimate, not the posterior expectation of ``t``.
+
+Sample sizes (``evaluate.disentanglement_samples = n``, ``--disentanglement-samples``): MIG,
+SAP and DCI train on ``n`` codes and test on ``n // 2``; the FactorVAE score uses ``n`` votes
+for training, ``n // 2`` for evaluation and ``n`` points for the global variances; the beta-VAE
+score ``n`` training and ``n // 2`` evaluation points (votes and points are batches of 64
+images). The default ``n = 10000`` is disentanglement_lib's protocol (10,000 / 5,000).
 """
 
 from __future__ import annotations
@@ -159,12 +173,18 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                  **_jsonable(info)},
     }
     with torch.no_grad():
-        try:
-            ll = _likelihood(model, x[: ev.n_ll_sequences or len(x)], ev.n_is_samples,
-                             ev.batch_size)
-        except (ImportError, NotImplementedError, AttributeError) as err:
+        if not hasattr(model, "log_likelihood"):
+            # the disentanglement baselines define no importance-sampled likelihood
             ll = {"log_likelihood_nats_per_image": None, "n_is_samples": ev.n_is_samples,
-                  "log_likelihood_unavailable": str(err)}
+                  "log_likelihood_unavailable": f"{type(model).__name__} has no "
+                                                "log_likelihood method"}
+        else:
+            try:
+                ll = _likelihood(model, x[: ev.n_ll_sequences or len(x)], ev.n_is_samples,
+                                 ev.batch_size)
+            except (ImportError, NotImplementedError, AttributeError) as err:
+                ll = {"log_likelihood_nats_per_image": None, "n_is_samples": ev.n_is_samples,
+                      "log_likelihood_unavailable": str(err)}
         result.update(ll)
         codes = _capsule_codes(model, x, ev.batch_size) if x.shape[1] > 1 else None
         if codes is not None:
@@ -214,11 +234,13 @@ def _jsonable(value: Any) -> Any:
 
 def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
                  n_sequences: int | None = None, metrics: Sequence[str] | None = None,
-                 data_dir: str | Path | None = None) -> dict[str, Any]:
+                 data_dir: str | Path | None = None,
+                 disentanglement_samples: int | None = None) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` and write ``run_dir/metrics.json`` (atomically).
 
-    Arguments left as ``None`` take the run's ``evaluate`` settings. Unknown metric names raise
-    ``ValueError`` before anything is computed.
+    Arguments left as ``None`` take the run's ``evaluate`` settings (``disentanglement_samples``
+    overrides ``evaluate.disentanglement_samples``). Unknown metric names or a non-positive
+    sample size raise ``ValueError`` before anything is computed.
     """
     run = load_run(run_dir)
     experiment = run.config
@@ -227,6 +249,8 @@ def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
         ev_overrides["n_is_samples"] = n_is_samples
     if n_sequences is not None:
         ev_overrides["n_eval_sequences"] = n_sequences
+    if disentanglement_samples is not None:
+        ev_overrides["disentanglement_samples"] = disentanglement_samples
     if metrics is not None:
         unknown = sorted(set(metrics) - set(DISENTANGLEMENT_METRICS))
         if unknown:
