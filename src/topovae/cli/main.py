@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", default=None,
                     help="comma-separated disentanglement metrics: mig,sap,dci,factor_vae,beta_vae")
     ev.add_argument("--data-dir", type=Path, help="folder with the data files")
+    ev.add_argument("--disentanglement-samples", type=int, metavar="N",
+                    help="training points of the --metrics (default: the run's "
+                         "evaluate.disentanglement_samples; 10000 is the protocol)")
 
     rep = sub.add_parser("report", help="write RUN/report/index.html",
                          description="Write the figures and the HTML report of a run.")
@@ -216,7 +219,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         metrics = evaluate_run(args.run, n_is_samples=args.n_is_samples,
                                n_sequences=args.n_sequences, metrics=_parse_metrics(args.metrics),
-                               data_dir=args.data_dir)
+                               data_dir=args.data_dir,
+                               disentanglement_samples=args.disentanglement_samples)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
     print(_metrics_summary(metrics))
