@@ -250,7 +250,7 @@ def test_dci_matches_slow_reference():
     factors = random_factors(400, 6, sizes=[2, 3, 4])
     codes = entangled_codes(factors, 6, width=4)
     args = (codes[:300], factors[:300], codes[300:], factors[300:])
-    fast = dci(*args)
+    fast = dci(*args, estimator="gradient_boosting")
     slow = slow_dci(*args)
     for key, value in slow.items():
         assert fast[key] == pytest.approx(value, abs=1e-10), key
@@ -275,6 +275,92 @@ def test_dci_bad_estimator():
     factors = random_factors(50, 0, sizes=[2, 3])
     with pytest.raises(ValueError, match="estimator"):
         dci(factors, factors, factors, factors, estimator="lasso")
+    with pytest.raises(ValueError, match="n_jobs"):
+        dci(factors, factors, factors, factors, n_jobs=0)
+
+
+def ranking_representations(seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Factors (1200, 3) and four codes of them whose DCI order is known: ``identity`` (each
+    factor in its own dimension, slightly noisy), ``duplicated`` (identity twice: D as high, C
+    lower), ``rotated`` (a random rotation of the standardised identity: informative but
+    entangled) and ``noise`` (independent of the factors)."""
+    rng = np.random.default_rng(seed)
+    factors = random_factors(1200, seed, sizes=[3, 4, 5])
+    identity_codes = factors + 0.05 * rng.normal(size=factors.shape)
+    duplicated_codes = np.concatenate(
+        [identity_codes, factors + 0.05 * rng.normal(size=factors.shape)], axis=1)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    standardised = (identity_codes - identity_codes.mean(0)) / identity_codes.std(0)
+    codes = {"identity": identity_codes, "duplicated": duplicated_codes,
+             "rotated": standardised @ rotation, "noise": rng.normal(size=factors.shape)}
+    return factors, codes
+
+
+def dci_table(estimator) -> np.ndarray:
+    """(representation, [D, C, I_test]) for the representations of ranking_representations."""
+    factors, codes = ranking_representations()
+    train, test = slice(0, 800), slice(800, None)
+    rows = []
+    for code in codes.values():
+        result = dci(code[train], factors[train], code[test], factors[test], estimator=estimator)
+        rows.append([result["disentanglement"], result["completeness"],
+                     result["informativeness_test"]])
+    return np.array(rows)
+
+
+def same_ranking(reference: np.ndarray, other: np.ndarray, gap: float = 0.1,
+                 tie: float = 0.02) -> bool:
+    """Every pair of representations that ``reference`` separates by more than ``gap`` is
+    ordered the same way by ``other``, and every pair it scores within ``tie`` of each other
+    ``other`` also scores within ``gap``; column by column (D, C, I)."""
+    for column in range(reference.shape[1]):
+        for a in range(reference.shape[0]):
+            for b in range(reference.shape[0]):
+                ref_diff = reference[a, column] - reference[b, column]
+                other_diff = other[a, column] - other[b, column]
+                if ref_diff > gap and not other_diff > 0:
+                    return False
+                if abs(ref_diff) < tie and not abs(other_diff) < gap:
+                    return False
+    return True
+
+
+def test_dci_estimators_rank_representations_alike():
+    boosting = dci_table("gradient_boosting")
+    # The known order under disentanglement_lib's estimator: identity and duplicated tie on D and
+    # lead, duplicated loses completeness, rotation keeps information but loses D and C, noise
+    # has nothing.
+    identity, duplicated, rotated, noise = boosting
+    assert identity[0] > 0.95 and duplicated[0] > 0.95 and identity[1] > 0.95
+    assert 0.4 < duplicated[1] < 0.8
+    assert rotated[0] < 0.5 and rotated[1] < 0.5 and rotated[2] > 0.9
+    assert noise[0] < 0.1 and noise[1] < 0.1 and noise[2] < 0.5
+    forest = dci_table("random_forest")
+    assert same_ranking(boosting, forest)
+    assert dci_table("random_forest") == pytest.approx(forest)  # deterministic given the seed
+    # The reason the default forest searches every dimension at each split: with scikit-learn's
+    # classifier default (sqrt(d) dimensions) importance leaks onto uninformative dimensions and
+    # the identity code ranks below the duplicated one on D.
+    sqrt_forest = dci_table(lambda: ensemble.RandomForestClassifier(
+        n_estimators=20, max_depth=8, random_state=0))
+    assert not same_ranking(boosting, sqrt_forest)
+    assert sqrt_forest[0, 0] < sqrt_forest[1, 0]
+
+
+def test_dci_default_estimator_and_n_jobs():
+    factors = random_factors(500, 8, sizes=[2, 3, 4])
+    codes = entangled_codes(factors, 8, width=5)
+    args = (codes[:350], factors[:350], codes[350:], factors[350:])
+    default = dci(*args)
+    assert default["estimator"] == "random_forest"
+    explicit = dci(*args, estimator="random_forest")
+    parallel = dci(*args, n_jobs=3)
+    for key in ("disentanglement", "completeness", "informativeness_train",
+                "informativeness_test"):
+        assert default[key] == explicit[key] == parallel[key], key
+    np.testing.assert_array_equal(default["importance_matrix"], parallel["importance_matrix"])
+    custom = dci(*args, estimator=lambda: ensemble.RandomForestClassifier(n_estimators=5))
+    assert custom["estimator"] == "custom"
 
 
 # -- sampling and the factor-held-fixed scores ---------------------------------------------------
