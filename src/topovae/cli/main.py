@@ -145,10 +145,10 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_data(experiment: Any) -> None:
-    """Build the data once (cheap: files are located and read) so that missing data fails early."""
-    from topovae.data.loaders import build_data
+    """Build the data once (cheap) so that missing data or a data/model mismatch fails early."""
+    from topovae.training.experiment import check_data
 
-    build_data(experiment.data, seed=experiment.train.seed)
+    check_data(experiment)
 
 
 def _is_worker_rank() -> bool:

@@ -253,3 +253,31 @@ def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
                                          f"value, not a section; cannot set {dotted!r}")
                 node = child
     return result
+
+
+def check_data(experiment: ExperimentConfig) -> Any:
+    """Build the experiment's data and check that its batches fit the model; return the bundle.
+
+    Run before anything is written, so that missing data files or a model whose ``input_shape``
+    or ``seq_len`` does not match the frames of the data fail early with a message naming the key.
+    """
+    from topovae.data.loaders import build_data
+
+    bundle = build_data(experiment.data, seed=experiment.train.seed)
+    model_config = experiment.model.build_config()
+    expected_shape = getattr(model_config, "input_shape", None)
+    expected_len = getattr(model_config, "seq_len", None)
+    for split, loader in (("train", bundle.train), ("test", bundle.test)):
+        x = loader.batch(0, 0)["x"]
+        if expected_shape is not None and tuple(x.shape[2:]) != tuple(expected_shape):
+            raise ValueError(
+                f"the {split} frames are shaped {tuple(x.shape[2:])} but model.config.input_shape "
+                f"is {tuple(expected_shape)}; set model.config.input_shape="
+                f"[{', '.join(map(str, x.shape[2:]))}]"
+            )
+        if expected_len is not None and x.shape[1] != expected_len:
+            raise ValueError(
+                f"the {split} sequences have {x.shape[1]} frames but model.config.seq_len is "
+                f"{expected_len}; make data.seq_len and model.config.seq_len agree"
+            )
+    return bundle
