@@ -115,11 +115,10 @@ def _is_loop(model: Any, x: torch.Tensor, n_samples: int) -> torch.Tensor:
 
 
 def _adam(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam with the single-kernel (fused) update where this torch build supports it."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=1e-4)
+    """The trainer's Adam (fused update where this torch build supports it)."""
+    from topovae.training.optim import make_optimizer
+
+    return make_optimizer("adam", model.parameters(), lr=1e-4)
 
 
 def _data_ms() -> float | None:

@@ -20,6 +20,7 @@ import torch
 
 from topovae.models.base import GenerativeModel, ModelOutput
 from topovae.training.experiment import TrainConfig
+from topovae.training.optim import make_optimizer
 
 __all__ = ["NonFiniteLossError", "TopoVAEModule", "EpochBatches", "capture_rng_state",
            "restore_rng_state"]
@@ -154,10 +155,8 @@ class TopoVAEModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.train_config
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
 
     def configure_optimizers(self) -> Any:
         main = self._optimizer(self.model.main_parameters())
