@@ -119,6 +119,8 @@ def disentanglement_of(run: Path) -> dict:
     result = json.loads((run / "metrics.json").read_text())
     scores = result["disentanglement"]
     assert scores["disentanglement_samples"] == 20
+    # factors come from the grid the runs train on: the protocol's 3x5x15x15x15 sub-grid
+    assert scores["factor_sizes"] == [3, 5, 15, 15, 15]
     assert set(ALL_METRICS.split(",")) <= set(scores)
     values = [scores["mig"]["mig"], scores["sap"], scores["dci"]["disentanglement"],
               scores["dci"]["completeness"], scores["factor_vae"]["eval_accuracy"],
@@ -158,3 +160,24 @@ def test_evaluate_rejects_a_non_positive_sample_size(
     err = capsys.readouterr().err
     assert code == 2 and "disentanglement_samples" in err
     assert not (run / "metrics.json").exists()
+
+
+def test_evaluation_grid_is_the_sub_grid_of_the_test_split() -> None:
+    import numpy as np
+
+    from topovae.data.dsprites import SUBGRID
+    from topovae.data.sources import build_source
+    from topovae.evaluate import _evaluation_grid
+
+    source = build_source("dsprites_rendered", split="test")
+    grid = _evaluation_grid(source, source.ground_truth)
+    assert grid.factor_sizes == [3, 5, 15, 15, 15]
+    factors = grid.sample_factors(6, np.random.default_rng(0))
+    assert all(0 <= factors[:, i].max() < size for i, size in enumerate(grid.factor_sizes))
+    full = np.stack([SUBGRID[name][factors[:, i]] for i, name in enumerate(grid.factor_names)],
+                    axis=1)  # the same images, indexed on the full grid
+    assert torch.equal(grid.observations_from_factors(factors),
+                       source.ground_truth.observations_from_factors(full))
+    # a source covering the full grid keeps the dataset as it is
+    full_source = build_source("dsprites_rendered", split="full")
+    assert _evaluation_grid(full_source, full_source.ground_truth) is full_source.ground_truth
