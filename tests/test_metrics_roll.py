@@ -118,8 +118,8 @@ def test_smoke_on_a_tiny_tvae():
                         capsule_window=3)
     model = TVAE(config)
     x = torch.rand(3, 4, 1, 6, 6)
-    result = roll_prediction(model, x, n_keep=2)
-    assert result.shifts == [1, 2, 3]
+    result = roll_prediction(model, x, n_keep=2, context="sequence")
+    assert result.shifts == [1, 2, 3] and result.context == "sequence"
     assert result.predictions.shape == (2, 3, 1, 6, 6)
     assert bool(((result.predictions >= 0) & (result.predictions <= 1)).all())
     # Same numbers by hand from the model's own encode / roll / decode.
@@ -130,3 +130,26 @@ def test_smoke_on_a_tiny_tvae():
     torch.testing.assert_close(result.nll_per_shift, expected.flatten(2).sum(-1).mean(0))
     codes = model.latent_codes(x).detach()
     assert torch.isfinite(equivariance_ratio(codes))
+    # The default context sees frame 0 only: the sequence of S copies of it.
+    strict = roll_prediction(model, x, n_keep=2)
+    with torch.no_grad():
+        first = model.latent_codes(x[:, :1].expand_as(x))[:, 0]
+        logits = model.decode(torch.stack([torch.roll(first, k, dims=-1) for k in (1, 2, 3)], 1))
+    expected = F.binary_cross_entropy_with_logits(logits, x[:, 1:], reduction="none")
+    torch.testing.assert_close(strict.nll_per_shift, expected.flatten(2).sum(-1).mean(0))
+    assert not torch.allclose(strict.nll_per_shift, result.nll_per_shift)
+    with pytest.raises(ValueError, match="context"):
+        roll_prediction(model, x, context="future")
+
+
+def test_static_control_is_beaten_by_an_equivariant_model():
+    model = LinearCapsuleModel()
+    x = make_sequences(model, batch=5, n_frames=8, roll_per_step=1)
+    result = roll_prediction(model, x)
+    # predicting "nothing changes" is far worse than the exact roll prediction
+    assert result.nll_static > result.nll + 1.0
+    assert result.nll_static_per_shift.shape == (7,)
+    # a sequence that does not change: the static prediction is then exact as well
+    still = make_sequences(model, batch=5, n_frames=8, roll_per_step=0)
+    flat = roll_prediction(model, still, shifts=[0])
+    assert abs(flat.nll_static - flat.nll) < 1e-9

@@ -53,7 +53,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ValueError(f"config value {name}={value!r} must have {len(args)} items")
-            items = [_coerce(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))]
+            pairs = enumerate(zip(value, args, strict=True))
+            items = [_coerce(f"{name}[{i}]", v, a) for i, (v, a) in pairs]
         else:
             item_type = args[0] if args else Any
             items = [_coerce(f"{name}[{i}]", v, item_type) for i, v in enumerate(value)]

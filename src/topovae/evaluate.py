@@ -7,8 +7,12 @@ that evaluating the same run twice gives the same numbers:
   samples, scored jointly over each sequence (on ``n_ll_sequences`` test sequences);
 * ``equivariance_error``, its shuffled-frame ``equivariance_error_control`` and their
   ``equivariance_ratio`` (models with capsule codes);
-* ``roll_prediction_nll`` / ``roll_prediction_mse``: decode frame 0's capsules rolled by ``k``
-  and compare with true frame ``k``;
+* ``roll_prediction_nll`` / ``roll_prediction_mse``: encode frame 0 alone, roll its capsules by
+  ``k``, decode and compare with true frame ``k`` (NLL in nats per image, MSE per pixel, mean over
+  ``k = 1 .. S-1``); ``roll_prediction_nll_static``: the same for the unrolled code (predicting
+  that nothing changes), the control a roll prediction must beat; ``roll_prediction_nll_sequence
+  _context``: frame 0's code taken from the whole sequence as in training, where the temporal
+  coupling lets it see frames inside the time window;
 * ``capsule_offset_correlation`` (dSprites runs);
 * optionally (``--metrics``) MIG, SAP, DCI, FactorVAE and beta-VAE scores of
   ``model.representation`` on the ground-truth dataset, under ``result["disentanglement"]``.
@@ -100,13 +104,16 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
 def _roll(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
     from topovae.metrics.roll import roll_prediction
 
-    nll = mse = 0.0
+    sums = {"nll": 0.0, "mse": 0.0, "nll_static": 0.0, "nll_sequence_context": 0.0}
     for i in range(0, len(x), batch_size):
         chunk = x[i:i + batch_size]
-        result = roll_prediction(model, chunk, n_keep=0)
-        nll += result.nll * len(chunk)
-        mse += result.mse * len(chunk)
-    return {"roll_prediction_nll": nll / len(x), "roll_prediction_mse": mse / len(x)}
+        strict = roll_prediction(model, chunk, n_keep=0, context="first_frame")
+        informed = roll_prediction(model, chunk, n_keep=0, context="sequence")
+        sums["nll"] += strict.nll * len(chunk)
+        sums["mse"] += strict.mse * len(chunk)
+        sums["nll_static"] += strict.nll_static * len(chunk)
+        sums["nll_sequence_context"] += informed.nll * len(chunk)
+    return {f"roll_prediction_{key}": value / len(x) for key, value in sums.items()}
 
 
 class _FactorSubgrid:
@@ -259,7 +266,8 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
         else:
             result.update({"equivariance_error": None, "equivariance_error_control": None,
                            "equivariance_ratio": None, "roll_prediction_nll": None,
-                           "roll_prediction_mse": None,
+                           "roll_prediction_mse": None, "roll_prediction_nll_static": None,
+                           "roll_prediction_nll_sequence_context": None,
                            "equivariance_unavailable": "the model has no capsule codes"})
     if metrics:
         result["disentanglement"] = _disentanglement(model, experiment, metrics, ev.seed, device)

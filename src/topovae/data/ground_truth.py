@@ -25,7 +25,7 @@ class GroundTruthData(Protocol):
 
     @property
     def factor_sizes(self) -> list[int]:
-        """Number of values of each factor (factor ``i`` takes values ``0 .. factor_sizes[i]-1``)."""
+        """Number of values of each factor (factor ``i`` takes ``0 .. factor_sizes[i]-1``)."""
         ...
 
     @property

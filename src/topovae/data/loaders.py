@@ -255,7 +255,8 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
             raise ValueError("test_split 'heldout' needs val_fraction > 0")
         test_source = train_source
         test_rows = np.sort(val_rows)
-        test_split_name = f"held-out {int(round(config.val_fraction * 100))}% of {train_source.split}"
+        percent = int(round(config.val_fraction * 100))
+        test_split_name = f"held-out {percent}% of {train_source.split}"
     else:
         test_source = build_source(
             config.source, config.test_split, config.data_dir, config.download

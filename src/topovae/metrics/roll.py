@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch.nn import functional as F
@@ -45,6 +45,10 @@ class RollPrediction:
             probabilities and true frame ``k``.
         nll: mean of ``nll_per_shift`` over the shifts.
         mse: mean of ``mse_per_shift`` over the shifts.
+        nll_static_per_shift: the same NLL for the *unrolled* code of frame 0 (predicting that
+            nothing changes): the control a roll prediction must beat.
+        nll_static: mean of ``nll_static_per_shift``.
+        context: how frame 0's code was computed (see :func:`roll_prediction`).
         predictions: ``(n_keep, len(shifts), C, H, W)`` decoded probabilities of the first
             sequences, for figures.
         targets: ``(n_keep, len(shifts), C, H, W)`` the matching true frames.
@@ -57,12 +61,17 @@ class RollPrediction:
     mse: float
     predictions: torch.Tensor
     targets: torch.Tensor
+    nll_static_per_shift: torch.Tensor
+    nll_static: float
+    context: str
 
     def to_dict(self) -> dict[str, float | list[float] | list[int]]:
         """The scalar results as plain Python values (for ``metrics.json``)."""
         return {"shifts": list(self.shifts), "nll": self.nll, "mse": self.mse,
+                "nll_static": self.nll_static, "context": self.context,
                 "nll_per_shift": self.nll_per_shift.tolist(),
-                "mse_per_shift": self.mse_per_shift.tolist()}
+                "mse_per_shift": self.mse_per_shift.tolist(),
+                "nll_static_per_shift": self.nll_static_per_shift.tolist()}
 
 
 def roll_prediction(
@@ -71,6 +80,7 @@ def roll_prediction(
     *,
     shifts: Sequence[int] | None = None,
     n_keep: int = 8,
+    context: Literal["first_frame", "sequence"] = "first_frame",
 ) -> RollPrediction:
     """Predict frame ``k`` of every sequence by rolling frame 0's capsules ``k`` units.
 
@@ -81,6 +91,11 @@ def roll_prediction(
         shifts: the roll amounts to measure, each in ``[0, S)``; default ``1 .. S-1``
             (``0`` measures plain reconstruction of frame 0).
         n_keep: how many sequences' predictions are returned for figures.
+        context: ``"first_frame"`` (default) computes frame 0's code from frame 0 alone, given to
+            the model as a sequence of S copies of it, so the prediction uses no information
+            about the later frames; ``"sequence"`` takes frame 0's code from the whole sequence,
+            as in training, where temporal coupling pools ``u`` of the frames inside the time
+            window, so the code already carries some information about frames ``1 .. L//2``.
 
     The roll is ``torch.roll(t0, k, dims=-1)``, the direction of ``docs/architecture.md``.
     The model is evaluated under ``torch.no_grad`` in eval mode; its mode is restored afterwards.
@@ -99,13 +114,16 @@ def roll_prediction(
         raise ValueError(f"shifts must lie in [0, S={n_frames}), got {bad}")
     if n_keep < 0:
         raise ValueError(f"n_keep must be >= 0, got {n_keep}")
+    if context not in ("first_frame", "sequence"):
+        raise ValueError(f"context must be 'first_frame' or 'sequence', got {context!r}")
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         with torch.no_grad():
-            codes = model.latent_codes(x)
+            source = x[:, :1].expand_as(x) if context == "first_frame" else x
+            codes = model.latent_codes(source)
             if codes.dim() != 4 or codes.shape[:2] != x.shape[:2]:
                 raise ValueError(
                     "model.latent_codes must return (B, S, n_caps, cap_dim) codes, "
@@ -124,6 +142,11 @@ def roll_prediction(
             nll_per_shift = nll.flatten(2).sum(-1).mean(0)
             probabilities = torch.sigmoid(logits)
             mse_per_shift = (probabilities - targets).square().flatten(2).mean(-1).mean(0)
+            static_logits = model.decode(first)  # (B, C, H, W): "nothing changes"
+            static = F.binary_cross_entropy_with_logits(
+                static_logits.unsqueeze(1).expand_as(targets), targets, reduction="none"
+            )
+            nll_static_per_shift = static.flatten(2).sum(-1).mean(0)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -136,4 +159,7 @@ def roll_prediction(
         mse=mse_per_shift.mean().item(),
         predictions=probabilities[:keep].detach().cpu(),
         targets=targets[:keep].detach().cpu(),
+        nll_static_per_shift=nll_static_per_shift.detach().cpu(),
+        nll_static=nll_static_per_shift.mean().item(),
+        context=context,
     )

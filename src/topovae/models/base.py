@@ -52,7 +52,8 @@ def check_sequences(x: torch.Tensor, input_shape: tuple[int, int, int], name: st
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 5 or tuple(x.shape[2:]) != tuple(input_shape):
         raise ValueError(
-            f"{name} must be shaped (B, S, {', '.join(map(str, input_shape))}), got {tuple(x.shape)}"
+            f"{name} must be shaped (B, S, {', '.join(map(str, input_shape))}), "
+            f"got {tuple(x.shape)}"
         )
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor in [0, 1], got dtype {x.dtype}")
@@ -76,7 +77,8 @@ class GenerativeModel(nn.Module):
         super().__init__()
         if not isinstance(config, self.config_class):
             raise ValueError(
-                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
             )
         self.config = config
 

@@ -60,7 +60,9 @@ def mlp_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Sequen
 def _conv_trunk_size(input_shape: tuple[int, int, int]) -> tuple[int, int]:
     _, h, w = input_shape
     if h % 16 or w % 16:
-        raise ValueError(f"conv networks need H and W divisible by 16, got input_shape {input_shape}")
+        raise ValueError(
+            f"conv networks need H and W divisible by 16, got input_shape {input_shape}"
+        )
     return h // 16, w // 16
 
 
@@ -110,13 +112,17 @@ _ENCODERS = {"mlp": mlp_encoder, "conv": conv_encoder}
 _DECODERS = {"mlp": mlp_decoder, "conv": conv_decoder}
 
 
-def build_encoder(architecture: str, input_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
+def build_encoder(
+    architecture: str, input_shape: tuple[int, int, int], latent_dim: int
+) -> nn.Module:
     if architecture not in _ENCODERS:
         raise ValueError(f"architecture must be one of {sorted(_ENCODERS)}, got {architecture!r}")
     return _ENCODERS[architecture](tuple(input_shape), latent_dim)
 
 
-def build_decoder(architecture: str, input_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
+def build_decoder(
+    architecture: str, input_shape: tuple[int, int, int], latent_dim: int
+) -> nn.Module:
     if architecture not in _DECODERS:
         raise ValueError(f"architecture must be one of {sorted(_DECODERS)}, got {architecture!r}")
     return _DECODERS[architecture](tuple(input_shape), latent_dim)

@@ -173,20 +173,16 @@ def _model_section_inputs(model: Any, x: torch.Tensor) -> dict[str, Any]:
 
 
 def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any, Any]:
-    """True frames and decodes of frame 0's capsules rolled by ``k = 0 .. S-1``."""
+    """True frames and decodes of frame 0's capsules rolled by ``k = 0 .. S-1``.
+
+    Frame 0 is encoded alone (``context="first_frame"``), so the rolled decodes are predictions
+    that use nothing of the later frames.
+    """
+    from topovae.metrics.roll import roll_prediction
+
     x = x[:n_sequences]
-    shifts = list(range(x.shape[1]))
-    try:
-        from topovae.metrics.roll import roll_prediction
-    except ImportError:
-        roll_prediction = None
-    if roll_prediction is not None:
-        result = roll_prediction(model, x, shifts=shifts, n_keep=n_sequences)
-        return result.targets, result.predictions
-    with torch.no_grad():
-        first = model.latent_codes(x)[:, 0]
-        rolled = torch.stack([torch.roll(first, k, dims=-1) for k in shifts], dim=1)
-        return x, torch.sigmoid(model.decode(rolled))
+    result = roll_prediction(model, x, shifts=list(range(x.shape[1])), n_keep=n_sequences)
+    return result.targets, result.predictions
 
 
 def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | None = None,
@@ -294,7 +290,8 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
             figure("Capsule-roll traversal", "roll_traversal.png",
                    lambda p: figures.plot_roll_traversal(truth, rolled, p),
                    "Top of each pair: the true frames x_k of a test sequence. Bottom: frame 0 "
-                   "encoded, every capsule rolled by k units, decoded (Figure 1 of the paper). "
+                   "encoded on its own (no later frame seen), every capsule rolled by k units, "
+                   "decoded (Figure 1 of the paper). "
                    f"Data: {data_source}.")
     else:
         sections.append(Section("Capsule-roll traversal",
