@@ -107,7 +107,7 @@ def _experiment_from_args(args: argparse.Namespace) -> Any:
     from topovae.training.experiment import ExperimentConfig, parse_overrides
 
     if args.preset:
-        base = load_preset_dict(args.preset)
+        base = {**load_preset_dict(args.preset), "preset": args.preset}
     else:
         if not args.config.is_file():
             raise ValueError(f"--config {args.config} does not exist")
@@ -276,7 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         experiment = load_preset("tvae-demo")
-        overrides: dict[str, Any] = {}
+        overrides: dict[str, Any] = {"preset": "tvae-demo"}
         if args.max_time is not None:
             if not 0 < args.max_time <= 300:
                 raise ValueError("--max-time must be in (0, 300] seconds for the demo")

@@ -156,8 +156,13 @@ DISENTANGLEMENT_METRICS = ("mig", "sap", "dci", "factor_vae", "beta_vae")
 
 @dataclasses.dataclass
 class ExperimentConfig(Config):
-    """Everything needed to reproduce one training run and its evaluation."""
+    """Everything needed to reproduce one training run and its evaluation.
 
+    ``preset`` names the preset the run was trained from (empty for a ``--config`` file); it is
+    what ``topovae compare --by preset`` groups the seeds of one experiment by.
+    """
+
+    preset: str = ""
     description: str = ""
     notes: str = ""
     format_version: int = FORMAT_VERSION

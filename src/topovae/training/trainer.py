@@ -14,13 +14,18 @@ same batches with the same noise as an uninterrupted run (on the same device and
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import logging
 import os
+import platform
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -34,9 +39,19 @@ from topovae.training.checkpoint import (
 )
 from topovae.training.experiment import ExperimentConfig
 from topovae.training.module import EpochBatches, NonFiniteLossError, TopoVAEModule
-from topovae.training.run import CHECKPOINT_DIR, atomic_write_text, read_run_config
+from topovae.training.run import (
+    CHECKPOINT_DIR,
+    atomic_write_json,
+    atomic_write_text,
+    read_run_config,
+)
 
-__all__ = ["FitResult", "TrainingDivergedError", "fit", "resume"]
+__all__ = ["FitResult", "TrainingDivergedError", "fit", "resume", "TRAIN_SUMMARY_FILE",
+           "machine_description"]
+
+#: Written at the end of every training session: wall time (summed over resumed sessions),
+#: steps and the machine, read by ``topovae compare`` and the results page.
+TRAIN_SUMMARY_FILE = "train_summary.json"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -148,6 +163,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if trainer.is_global_zero:
         loggers[0].log_hyperparams(experiment.resolved().to_dict())
 
+    started = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
                     ckpt_path=str(checkpoint_path) if resume else None, weights_only=False)
@@ -163,8 +179,62 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         model.cpu().save(run_dir)
     metrics = trainer.callback_metrics
     last_loss = float(metrics["loss"]) if "loss" in metrics else None
+    if trainer.is_global_zero:
+        _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
+                             resume=resume)
     return FitResult(run_dir=run_dir, steps=steps_fn(), epochs_completed=int(trainer.current_epoch),
                      last_loss=last_loss, checkpoint=checkpoint_path)
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo where there is one (Linux), else ""."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
+    """Where a run was trained: OS, processor, CPU count, torch version and the device used."""
+    accelerator = type(trainer.accelerator).__name__ if trainer is not None else None
+    device = "cpu"
+    if trainer is not None and isinstance(trainer.strategy.root_device, torch.device):
+        root = trainer.strategy.root_device
+        device = torch.cuda.get_device_name(root) if root.type == "cuda" else str(root.type)
+    return {"platform": platform.platform(), "processor": _cpu_model() or platform.processor()
+            or platform.machine(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "accelerator": accelerator, "device": device,
+            "num_devices": int(trainer.num_devices) if trainer is not None else 1}
+
+
+def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, steps: int, *,
+                         resume: bool) -> None:
+    """Add this session to ``RUN/train_summary.json`` (``train_seconds`` sums the sessions).
+
+    A session killed before it ends is not counted: only sessions that reach the end of
+    :func:`fit` add their wall time.
+    """
+    path = run_dir / TRAIN_SUMMARY_FILE
+    sessions: list[dict[str, Any]] = []
+    if resume and path.is_file():
+        try:
+            sessions = list(json.loads(path.read_text()).get("sessions", []))
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            sessions = []
+    machine = machine_description(trainer)
+    sessions.append({"seconds": round(seconds, 2), "steps_end": int(steps), "resumed": resume,
+                     "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                     "machine": machine})
+    atomic_write_json(path, {
+        "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
+        "steps": int(steps), "epochs_completed": int(trainer.current_epoch),
+        "sessions": sessions, "machine": machine})
 
 
 def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
