@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare evaluated runs in one table",
                           description="Print a table comparing the metrics of several runs.")
     cmp_.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    cmp_.add_argument("--by", choices=["run", "preset"], default="run",
+                      help="one row per run, or per preset with mean ± std over its seeds")
+    cmp_.add_argument("--format", choices=["markdown", "json"], default="markdown")
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks",
                            description="Measure training-step speed, data speed and memory.")
@@ -249,9 +252,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     try:
-        from topovae.report import compare_table
+        from topovae.report.compare import compare
 
-        print(compare_table(args.runs))
+        print(compare(args.runs, by=args.by, fmt=args.format))
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
     return 0

@@ -1,0 +1,381 @@
+"""The reproduction page: per experiment of the paper, how it was run and what it measured.
+
+:func:`render_results` turns a set of evaluated run directories (several seeds per preset) into
+the Markdown of ``docs/results.md``'s results section: for each experiment the commands that
+produced it, the machine, the training wall time, the data (splits and numbers of images, from
+``metrics.json``) and the table of mean ± standard deviation over the seeds
+(:func:`topovae.report.compare.aggregate_runs`); then :func:`table1_claims`, the ordering the
+paper reports for Table 1, checked against the measured means.
+
+The claims are fixed statements of the reference (``docs``: the shifting TVAE has the lowest
+equivariance error and the highest likelihood, BubbleVAE lies between, TVAE L=0 and the VAE are
+worst, the VAE at chance level); each is reported as holding, failing, or not evaluable, with the
+numbers that decided it and the seed spread beside the deciding margin. The only threshold
+(:data:`CHANCE_TOLERANCE`, for "at chance level") is a constant, not fitted to any result.
+
+``python -m topovae.report.results RUN... [--out FILE] [--title TEXT]`` prints (or writes) the
+page; ``scripts/reproduce.sh`` calls it at the end of a reproduction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from topovae.report.compare import aggregate_runs, aggregate_table, read_run_record
+
+__all__ = ["SECTIONS", "TABLE1", "SHIFTING_TABLE1", "CHANCE_TOLERANCE", "Claim", "base_preset",
+           "table1_claims", "render_claims", "experiment_details", "render_results", "main"]
+
+#: The paper's experiments, grouped as on the results page (full-protocol preset names; the
+#: ``-cpu`` variants are matched by :func:`base_preset`).
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Table 1: MNIST sequences", ("vae-mnist", "tvae-L0-mnist", "bubbles-mnist",
+                                  "tvae-Lshort-mnist", "tvae-Lhalf-mnist")),
+    ("Table 2: dSprites sequences", ("vae-dsprites", "tvae-L0-dsprites", "bubbles-dsprites",
+                                     "tvae-Lshort-dsprites", "tvae-Lthird-dsprites",
+                                     "tvae-Lhalf-dsprites")),
+    ("Disentanglement baselines on dSprites", ("beta-vae-dsprites", "beta-tcvae-dsprites",
+                                               "factor-vae-dsprites")),
+    ("2-D topographic map of MNIST (Figure 3)", ("tvae-2d-mnist",)),
+    ("The figures' model (L = 13/36 S) and its variants",
+     ("tvae-Lpartial-mnist", "tvae-Lpartial-mnist-generalization",
+      "tvae-Lpartial-mnist-rotcolor", "tvae-Lpartial-mnist-perspective")),
+)
+TABLE1: tuple[str, ...] = SECTIONS[0][1]
+#: The shifting-coherence rows of Table 1.
+SHIFTING_TABLE1: tuple[str, ...] = ("tvae-Lshort-mnist", "tvae-Lhalf-mnist")
+#: "At chance level": the mean equivariance ratio (E_eq / shuffled control) within this of 1.
+CHANCE_TOLERANCE = 0.05
+
+_LABELS = {"vae-mnist": "VAE", "tvae-L0-mnist": "TVAE L=0", "bubbles-mnist": "BubbleVAE",
+           "tvae-Lshort-mnist": "TVAE L=5/36 S", "tvae-Lhalf-mnist": "TVAE L=1/2 S"}
+_CPU_SUFFIX = "-cpu"
+
+
+def base_preset(name: str) -> tuple[str, str]:
+    """``(full-protocol preset name, variant)``: ``"vae-mnist-cpu"`` -> ``("vae-mnist", "cpu")``."""
+    if name.endswith(_CPU_SUFFIX):
+        return name[: -len(_CPU_SUFFIX)], "cpu"
+    return name, "full"
+
+
+@dataclasses.dataclass
+class Claim:
+    """One ordering claim of the paper and whether the measured means satisfy it.
+
+    ``holds`` is ``None`` when the runs needed to decide it are missing.
+    """
+
+    statement: str
+    holds: bool | None
+    evidence: str
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds", False: "does not hold", None: "not evaluable"}[self.holds]
+
+
+def _stat(group: Mapping[str, Any], key: str) -> tuple[float | None, float | None]:
+    summary = group["metrics"].get(key, {})
+    return summary.get("mean"), summary.get("std")
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _spread(*stds: float | None) -> str:
+    known = [s for s in stds if s is not None]
+    if len(known) < len(stds) or not known:
+        return "seed spread unknown (fewer than 2 seeds)"
+    return f"seed spread (root sum of squared std) {math.sqrt(sum(s * s for s in known)):,.3g}"
+
+
+def _values(rows: Mapping[str, Mapping[str, Any]], names: Sequence[str], key: str
+            ) -> dict[str, tuple[float, float | None]]:
+    out = {}
+    for name in names:
+        if name in rows:
+            mean, std = _stat(rows[name], key)
+            if mean is not None:
+                out[name] = (mean, std)
+    return out
+
+
+def _listing(values: Mapping[str, tuple[float, float | None]], digits: int) -> str:
+    return ", ".join(f"{_LABELS.get(n, n)} {_fmt(m, digits)}"
+                     + (f" ± {_fmt(s, digits)}" if s is not None else "")
+                     for n, (m, s) in values.items())
+
+
+def _missing(statement: str, needed: str) -> Claim:
+    return Claim(statement, None, f"needs {needed}")
+
+
+def _best_vs_rest(rows: Mapping[str, Mapping[str, Any]], key: str, digits: int, lower: bool,
+                  statement: str) -> Claim:
+    """A shifting row has the best mean of ``key`` of all the Table 1 rows present."""
+    shifting = _values(rows, SHIFTING_TABLE1, key)
+    others = _values(rows, [n for n in TABLE1 if n not in SHIFTING_TABLE1], key)
+    if not shifting or not others:
+        return _missing(statement, f"{key} of a shifting TVAE row and of another Table 1 row")
+    pick = min if lower else max
+    best_shift = pick(shifting, key=lambda n: shifting[n][0])
+    best_other = pick(others, key=lambda n: others[n][0])
+    a, b = shifting[best_shift][0], others[best_other][0]
+    holds = a < b if lower else a > b
+    margin = abs(b - a)
+    evidence = (f"{_listing({**shifting, **others}, digits)}; best shifting "
+                f"{_LABELS[best_shift]} vs best other {_LABELS[best_other]}: margin "
+                f"{margin:,.3g}, {_spread(shifting[best_shift][1], others[best_other][1])}")
+    return Claim(statement, holds, evidence)
+
+
+def _between(rows: Mapping[str, Mapping[str, Any]], key: str, digits: int, lower: bool,
+             statement: str) -> Claim:
+    """BubbleVAE's mean of ``key`` lies between the best shifting row and the VAE / TVAE L=0."""
+    shifting = _values(rows, SHIFTING_TABLE1, key)
+    bubbles = _values(rows, ["bubbles-mnist"], key)
+    worst = _values(rows, ["vae-mnist", "tvae-L0-mnist"], key)
+    if not shifting or not bubbles or not worst:
+        return _missing(statement, f"{key} of BubbleVAE, a shifting TVAE and the VAE or "
+                                   "TVAE L=0")
+    pick = min if lower else max
+    best_shift = pick(v[0] for v in shifting.values())
+    best_worst = pick(v[0] for v in worst.values())
+    bubble = bubbles["bubbles-mnist"][0]
+    holds = (best_shift < bubble < best_worst) if lower else (best_shift > bubble > best_worst)
+    return Claim(statement, holds, _listing({**shifting, **bubbles, **worst}, digits))
+
+
+def table1_claims(groups: Sequence[Mapping[str, Any]], variant: str = "cpu") -> list[Claim]:
+    """The Table 1 ordering claims, decided on the mean over seeds of the ``variant`` runs.
+
+    ``groups`` is the output of :func:`~topovae.report.compare.aggregate_runs`; the Table 1
+    rows are the groups whose preset is a Table 1 preset (``variant="cpu"``: its ``-cpu``
+    variant; ``"full"``: the full protocol). Raises ``ValueError`` for another ``variant``.
+    """
+    if variant not in ("cpu", "full"):
+        raise ValueError(f"variant must be 'cpu' or 'full', got {variant!r}")
+    rows: dict[str, Mapping[str, Any]] = {}
+    for group in groups:
+        base, kind = base_preset(str(group.get("preset") or group.get("group") or ""))
+        if base in TABLE1 and kind == variant:
+            rows[base] = group
+    claims = [
+        _best_vs_rest(rows, "equivariance_error", 1, True,
+                      "A shifting TVAE has the lowest equivariance error E_eq of Table 1."),
+        _best_vs_rest(rows, "equivariance_ratio", 3, True,
+                      "A shifting TVAE has the lowest equivariance ratio (E_eq / its shuffled "
+                      "control) of Table 1."),
+        _best_vs_rest(rows, "log_likelihood_nats_per_image", 2, False,
+                      "A shifting TVAE has the highest log-likelihood of Table 1."),
+        _between(rows, "equivariance_error", 1, True,
+                 "BubbleVAE's E_eq lies between the shifting TVAE's and those of the VAE and "
+                 "TVAE L=0."),
+        _between(rows, "log_likelihood_nats_per_image", 2, False,
+                 "BubbleVAE's log-likelihood lies between the shifting TVAE's and those of the "
+                 "VAE and TVAE L=0."),
+    ]
+    errors = _values(rows, TABLE1, "equivariance_error")
+    statement = "The VAE and TVAE L=0 have the two highest E_eq of Table 1."
+    if len(errors) >= 3 and {"vae-mnist", "tvae-L0-mnist"} <= set(errors):
+        ranked = sorted(errors, key=lambda n: errors[n][0], reverse=True)
+        claims.append(Claim(statement, set(ranked[:2]) == {"vae-mnist", "tvae-L0-mnist"},
+                            "highest first: " + _listing({n: errors[n] for n in ranked}, 1)))
+    else:
+        claims.append(Claim(statement, None, "needs E_eq of the VAE, TVAE L=0 and another row"))
+    statement = (f"The VAE is at chance level: its mean equivariance ratio is within "
+                 f"{CHANCE_TOLERANCE} of 1.")
+    ratio = _values(rows, ["vae-mnist"], "equivariance_ratio")
+    if ratio:
+        mean, std = ratio["vae-mnist"]
+        claims.append(Claim(statement, abs(mean - 1.0) <= CHANCE_TOLERANCE,
+                            f"VAE ratio {_fmt(mean, 3)}"
+                            + (f" ± {_fmt(std, 3)}" if std is not None else " (one seed)")))
+    else:
+        claims.append(Claim(statement, None, "needs the equivariance ratio of the VAE"))
+    return claims
+
+
+def render_claims(claims: Sequence[Claim]) -> str:
+    """Markdown list: verdict, statement and the numbers that decided it."""
+    return "\n".join(f"- **{c.verdict}**: {c.statement} ({c.evidence})" for c in claims)
+
+
+# -- per-experiment details ----------------------------------------------------------------------
+def _machine_text(machine: Mapping[str, Any]) -> str:
+    if not machine:
+        return ""
+    parts = [str(machine.get("processor") or "unknown processor")]
+    if machine.get("cpu_count"):
+        parts.append(f"{machine['cpu_count']} CPUs")
+    device = machine.get("device")
+    if device:
+        devices = machine.get("num_devices") or 1
+        parts.append(f"device {device}" + (f" x{devices}" if devices != 1 else ""))
+    if machine.get("torch"):
+        parts.append(f"torch {machine['torch']}")
+    if machine.get("platform"):
+        parts.append(str(machine["platform"]))
+    return ", ".join(parts)
+
+
+def _commands(record: Any) -> list[str]:
+    """The commands that made a run: RUN/commands.txt (written by reproduce.sh) or rebuilt."""
+    path = record.path / "commands.txt"
+    if path.is_file():
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            return lines
+    train = record.config.get("train") if isinstance(record.config.get("train"), dict) else {}
+    command = [f"topovae train --preset {record.preset or 'PRESET'}"]
+    if record.seed is not None:
+        command.append(f"--seed {record.seed}")
+    if train.get("accelerator") not in (None, "auto"):
+        command.append(f"--accelerator {train['accelerator']}")
+    command.append(f"--out {record.path}")
+    evaluate = f"topovae evaluate {record.path}"
+    block = record.metrics.get("disentanglement")
+    if isinstance(block, dict):
+        names = [n for n in ("mig", "sap", "dci", "factor_vae", "beta_vae") if n in block]
+        if names:
+            evaluate += f" --metrics {','.join(names)}"
+    return [" ".join(command), evaluate, f"topovae report {record.path}"]
+
+
+def _data_text(metrics: Mapping[str, Any]) -> list[str]:
+    data = metrics.get("data")
+    if not isinstance(data, Mapping):
+        return ["data: not recorded (run not evaluated)"]
+    splits = data.get("splits") if isinstance(data.get("splits"), Mapping) else {}
+    lines = []
+    for name in ("train", "val", "test"):
+        split = splits.get(name)
+        if not isinstance(split, Mapping):
+            continue
+        count = split.get("n_images")
+        text = f"{name}: {count:,} images" if isinstance(count, int) else f"{name}: ? images"
+        if split.get("of"):
+            text += f" of the {split['of']:,} of split '{split.get('split', '?')}'"
+        elif split.get("split"):
+            text += f" ({split['split']})"
+        lines.append(text)
+    sequences = (f"sequences: {data.get('sequences', data.get('sequence_builder', '?'))} "
+                 f"(train), {data.get('test_sequences', '?')} (test), "
+                 f"{data.get('seq_len', data.get('sequence_length', '?'))} frames; evaluated on "
+                 f"{data.get('n_test_sequences', '?')} test sequences")
+    if metrics.get("n_ll_sequences") is not None:
+        sequences += (f", likelihood on {metrics['n_ll_sequences']} with "
+                      f"{metrics.get('n_is_samples', '?')} importance samples")
+    return [f"data: source {data.get('source', '?')}; " + "; ".join(lines), sequences]
+
+
+def experiment_details(group: Mapping[str, Any]) -> str:
+    """Markdown block of one experiment: description, commands, machine, wall time, data."""
+    records = [read_run_record(p) for p in group["runs"]]
+    first = records[0]
+    seeds = [r.seed for r in records]
+    lines = [f"#### {group['group']}", ""]
+    if group.get("description"):
+        lines += [str(group["description"]), ""]
+    lines += [f"Seeds {', '.join(str(s) for s in seeds)} ({group['n']} runs, "
+              f"{group['n_evaluated']} evaluated). Commands of seed {first.seed}:", "", "```bash"]
+    lines += _commands(first)
+    lines += ["```", ""]
+    machines = sorted({_machine_text(r.train_summary.get("machine") or {}) for r in records}
+                      - {""})
+    lines.append(f"- machine: {'; '.join(machines) if machines else 'not recorded'}")
+    train = group["metrics"].get("train_seconds", {})
+    if train.get("mean") is not None:
+        text = f"{train['mean'] / 60:,.1f} min per run"
+        if train.get("std") is not None:
+            text += f" (± {train['std'] / 60:,.1f})"
+        steps = sorted({r.train_summary.get("steps") for r in records
+                        if isinstance(r.train_summary.get("steps"), int)})
+        if steps:
+            text += f", {'/'.join(f'{s:,}' for s in steps)} optimiser steps"
+        lines.append(f"- training wall time: {text}")
+    else:
+        lines.append("- training wall time: not recorded")
+    eval_seconds = [r.metrics.get("seconds") for r in records
+                    if isinstance(r.metrics.get("seconds"), (int, float))]
+    if eval_seconds:
+        lines.append(f"- evaluation wall time: {sum(eval_seconds) / len(eval_seconds) / 60:,.1f}"
+                     " min per run")
+    for text in _data_text(first.metrics):
+        lines.append(f"- {text}")
+    return "\n".join(lines)
+
+
+def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> str:
+    """The Markdown results section of ``run_dirs`` (grouped by preset, mean ± std over seeds).
+
+    Sections follow :data:`SECTIONS`; runs of other presets go under "Other experiments". Each
+    section has the table of its experiments then their details; the Table 1 section ends with
+    :func:`table1_claims` for every variant (cpu / full protocol) that has Table 1 runs.
+    """
+    groups = aggregate_runs(run_dirs)
+    placed: set[str] = set()
+    parts = [f"## {title}", "",
+             "Mean ± sample standard deviation over seeds (n runs). Log-likelihoods are "
+             "importance-sampled (IS = number of samples), in nats per image; E_eq is the "
+             "equivariance error, its control the same codes with the frames shuffled; ratio = "
+             "E_eq / control (1 = chance); roll-prediction NLL: frame 0's capsules rolled by k "
+             "and decoded, against true frame k; no-roll NLL: the unrolled code (the control it "
+             "must beat)."]
+    sections = list(SECTIONS)
+    for section_title, presets in sections:
+        members = [g for g in groups
+                   if base_preset(str(g.get("preset") or g["group"]))[0] in presets]
+        members.sort(key=lambda g: (presets.index(base_preset(str(g.get("preset")
+                                                                   or g["group"]))[0]),
+                                    g["group"]))
+        if not members:
+            continue
+        placed |= {g["group"] for g in members}
+        parts += ["", f"### {section_title}", "", aggregate_table(members), ""]
+        parts += [experiment_details(g) + "\n" for g in members]
+        if presets == TABLE1:
+            variants = sorted({base_preset(str(g.get("preset") or g["group"]))[1]
+                               for g in members})
+            for variant in variants:
+                name = "the -cpu presets" if variant == "cpu" else "the full-protocol presets"
+                parts += [f"**Table 1 ordering ({name})**, decided on the means:", "",
+                          render_claims(table1_claims(members, variant)), ""]
+    others = [g for g in groups if g["group"] not in placed]
+    if others:
+        parts += ["", "### Other experiments", "", aggregate_table(others), ""]
+        parts += [experiment_details(g) + "\n" for g in others]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m topovae.report.results RUN... [--out FILE] [--title TEXT]``."""
+    parser = argparse.ArgumentParser(prog="python -m topovae.report.results",
+                                     description="Render the results section of run "
+                                                 "directories (grouped by preset) as Markdown.")
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    parser.add_argument("--out", type=Path, help="write here instead of printing")
+    parser.add_argument("--title", default="Results")
+    args = parser.parse_args(argv)
+    try:
+        text = render_results(args.runs, title=args.title)
+    except ValueError as err:
+        print(f"topovae results: error: {err}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
