@@ -136,7 +136,19 @@ selected() {  # selected BASE PRESET: does --only match?
   [[ "$1" =~ $only || "$2" =~ $only ]]
 }
 
-quote() { local q; printf -v q '%q ' "$@"; echo "${q% }"; }
+# quote ARGS...: the arguments as a shell would need them typed (plain words left as they are)
+quote() {
+  local text="" arg q
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./,=:@%+-]+$ ]]; then
+      text+="$arg "
+    else
+      printf -v q '%q' "$arg"
+      text+="$q "
+    fi
+  done
+  echo "${text% }"
+}
 
 # run LOG CMD...: print the command, and unless --dry-run run it with its output added to LOG
 run() {
