@@ -112,7 +112,8 @@ def test_train_then_evaluate_writes_metrics(mnist_dir: Path, tmp_path: Path) -> 
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("log_likelihood_nats_per_image", "equivariance_error",
                 "equivariance_error_control", "equivariance_ratio", "roll_prediction_nll",
-                "roll_prediction_mse"):
+                "roll_prediction_mse", "roll_prediction_nll_static",
+                "roll_prediction_nll_sequence_context", "equivariance_ratio_untrained"):
         assert isinstance(metrics[key], float), key
     assert metrics["n_is_samples"] == 3
     assert metrics["data"]["test_split"] == "test" and metrics["data"]["n_test_sequences"] == 8

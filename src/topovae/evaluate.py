@@ -6,7 +6,9 @@ that evaluating the same run twice gives the same numbers:
 * ``log_likelihood_nats_per_image``: importance-sampled ``log p(x)`` with ``n_is_samples``
   samples, scored jointly over each sequence (on ``n_ll_sequences`` test sequences);
 * ``equivariance_error``, its shuffled-frame ``equivariance_error_control`` and their
-  ``equivariance_ratio`` (models with capsule codes);
+  ``equivariance_ratio`` (models with capsule codes), and ``equivariance_ratio_untrained``: the
+  ratio of the same architecture, untrained, on the same sequences (the temporal coupling
+  alone already makes codes partly roll-like; training must be judged against this level);
 * ``roll_prediction_nll`` / ``roll_prediction_mse``: encode frame 0 alone, roll its capsules by
   ``k``, decode and compare with true frame ``k`` (NLL in nats per image, MSE per pixel, mean over
   ``k = 1 .. S-1``); ``roll_prediction_nll_static``: the same for the unrolled code (predicting
@@ -84,6 +86,25 @@ def _capsule_codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> 
     codes = [model.latent_codes(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     out = torch.cat(codes)
     return out if out.dim() == 4 else None
+
+
+def _untrained_ratio(model: torch.nn.Module, x: torch.Tensor, batch_size: int,
+                     init_seed: int, seed: int) -> float | None:
+    """Equivariance ratio of the same architecture, randomly initialised, on the same sequences.
+
+    With temporal coupling the topography alone makes ``t`` partly roll-like (neighbouring frames
+    pool overlapping, diagonally shifted windows of ``u``), so an untrained network already
+    scores below 1; this is the level training must be compared with.
+    """
+    from topovae.metrics.equivariance import equivariance_ratio
+    from topovae.models.base import build_model
+
+    torch.manual_seed(init_seed)
+    fresh = build_model(model.registry_name, model.config).to(x.device).eval()
+    codes = _capsule_codes(fresh, x, batch_size)
+    if codes is None:
+        return None
+    return _finite(float(equivariance_ratio(codes, seed=seed)))
 
 
 def _likelihood(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
@@ -258,6 +279,8 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
             control = float(equivariance_error_control(codes, seed=ev.seed))
             result.update({"equivariance_error": error, "equivariance_error_control": control,
                            "equivariance_ratio": error / control if control > 0 else None})
+            result["equivariance_ratio_untrained"] = _untrained_ratio(
+                model, x, ev.batch_size, experiment.train.seed, ev.seed)
             result.update(_roll(model, x, ev.batch_size))
             if experiment.data.source.startswith("dsprites"):
                 corr = capsule_offset_correlation(codes)
@@ -265,7 +288,8 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 result["capsule_offset_accuracy"] = float(corr["accuracy"])
         else:
             result.update({"equivariance_error": None, "equivariance_error_control": None,
-                           "equivariance_ratio": None, "roll_prediction_nll": None,
+                           "equivariance_ratio": None, "equivariance_ratio_untrained": None,
+                           "roll_prediction_nll": None,
                            "roll_prediction_mse": None, "roll_prediction_nll_static": None,
                            "roll_prediction_nll_sequence_context": None,
                            "equivariance_unavailable": "the model has no capsule codes"})
