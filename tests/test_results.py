@@ -78,7 +78,8 @@ def test_aggregate_groups_by_preset_with_mean_and_std(tmp_path: Path) -> None:
                                       "equivariance_error_control": 13100.0,
                                       "equivariance_ratio": errors[seed] / 13100.0,
                                       "roll_prediction_nll": 300.0 + seed,
-                                      "roll_prediction_nll_static": 250.0}))
+                                      "roll_prediction_nll_static": 250.0,
+                                      "equivariance_ratio_untrained": 0.99 + 0.01 * seed}))
         # interleave another preset: groups keep the order of first appearance
         runs.append(make_run(tmp_path, f"tvae-{seed}", preset="tvae-Lhalf-mnist-cpu", seed=seed,
                              metrics={"log_likelihood_nats_per_image": -180.0 - seed,
@@ -111,6 +112,7 @@ def test_aggregate_groups_by_preset_with_mean_and_std(tmp_path: Path) -> None:
     assert row["log p(x) (nats/image)"] == "-188.17 ± 2.02 (IS 10)"
     assert row["E_eq"] == "13,150.0 ± 150.0"
     assert row["train time (min)"] == "2.0 ± 1.0"
+    assert row["ratio untrained"] == "1.000 ± 0.010"
     row = table_row(header, table[3])
     assert row["log p(x) (nats/image)"] == "-181.00 ± 1.00 (IS 10/100)"
     assert row["roll-prediction NLL"] == "–" and row["train time (min)"] == "–"

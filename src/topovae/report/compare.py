@@ -150,6 +150,8 @@ AGGREGATED_METRICS: tuple[_Metric, ...] = (
     _Metric("equivariance_error", "E_eq", 1, _top("equivariance_error")),
     _Metric("equivariance_error_control", "E_eq control", 1, _top("equivariance_error_control")),
     _Metric("equivariance_ratio", "ratio", 3, _top("equivariance_ratio")),
+    _Metric("equivariance_ratio_untrained", "ratio untrained", 3,
+            _top("equivariance_ratio_untrained"), optional=True),
     _Metric("roll_prediction_nll", "roll-prediction NLL", 2, _top("roll_prediction_nll")),
     _Metric("roll_prediction_nll_static", "no-roll NLL", 2, _top("roll_prediction_nll_static")),
     _Metric("capsule_offset_correlation", "capsule offset corr.", 3,
