@@ -123,12 +123,22 @@ def test_plain_vae_is_t_equals_z():
     torch.testing.assert_close(model.latent_codes(batch()), post.z_mean.reshape(3, 5, 2, 5))
 
 
-def test_latent_codes_use_posterior_means():
+def test_latent_codes_use_posterior_expectations():
     model = small_model()
     x = batch()
     post = model.encode(x)
-    torch.testing.assert_close(model.latent_codes(x), model.codes_from(post.z_mean, post.u_mean))
+    # t = (E[z] + mu) / sqrt(W E[u∘u] + eps), E[u²] = mean² + variance, written out with W
+    w = model.topography.dense_matrix(torch.float32)
+    expected_squares = (post.u_mean ** 2 + post.u_logvar.exp()).flatten(1)
+    v = (expected_squares @ w.T).view_as(post.u_mean)
+    expected = (post.z_mean + 2.0) / torch.sqrt(v + 1e-6)
+    torch.testing.assert_close(model.latent_codes(x).flatten(-2), expected)
     torch.testing.assert_close(model.latent_codes(x), model.latent_codes(x))
+    # the mean of v under q is what the sampled codes of training see: compare with Monte Carlo
+    torch.manual_seed(0)
+    u = post.u_mean + post.u_logvar.mul(0.5).exp() * torch.randn(4000, *post.u_mean.shape)
+    v_mc = ((u * u).flatten(2) @ w.T).mean(0).view_as(post.u_mean)
+    torch.testing.assert_close(v, v_mc, rtol=0.05, atol=0.05)
 
 
 def test_representation_is_single_frame_code_and_batch_independent():
@@ -139,7 +149,7 @@ def test_representation_is_single_frame_code_and_batch_independent():
     torch.testing.assert_close(model.representation(images[2:4]), rep[2:4])
     post = model.encode(images[:5].unsqueeze(0))
     frame_topo = Topography.capsules(2, 5, 3)
-    v = frame_topo((post.u_mean ** 2)[0].unsqueeze(1)).squeeze(1)
+    v = frame_topo((post.u_mean ** 2 + post.u_logvar.exp())[0].unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(rep[:5], (post.z_mean[0] + 2.0) / torch.sqrt(v + 1e-6))
 
 

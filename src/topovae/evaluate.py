@@ -23,12 +23,11 @@ that evaluating the same run twice gives the same numbers:
   is recorded as ``factor_names`` / ``factor_sizes``.
 
 Which code the disentanglement metrics score: for the baselines (beta-VAE, beta-TCVAE,
-FactorVAE) the posterior mean ``mu(x)`` of the 10 latents; for the TVAE the capsule code ``t``
-with every random variable at its posterior mean, ``t = (z_mean + mu) / sqrt(W(u_mean**2) +
-eps)`` (``t = z_mean`` for the plain-VAE configuration), flattened to ``n_caps * cap_dim``
-units, each image encoded alone (a sequence of length 1: the within-frame part of the
-coupling, no temporal pooling; see ``TVAE.representation``). That is the usual point estimate,
-not the posterior expectation of ``t``.
+FactorVAE) the posterior mean ``mu(x)`` of the 10 latents; for the TVAE the capsule code
+``t = (E[z] + mu) / sqrt(W E[u**2] + eps)`` with posterior expectations (``E[u**2] = u_mean**2
++ exp(u_logvar)``; ``t = z_mean`` for the plain-VAE configuration), flattened to ``n_caps *
+cap_dim`` units, each image encoded alone (a sequence of length 1: the within-frame part of
+the coupling, no temporal pooling; see ``TVAE.representation``).
 
 Sample sizes (``evaluate.disentanglement_samples = n``, ``--disentanglement-samples``): MIG,
 SAP and DCI train on ``n`` codes and test on ``n // 2``; the FactorVAE score uses ``n`` votes

@@ -8,7 +8,7 @@ which tests the decoder too (the equivariance error looks at codes only).
 The model needs two methods (the TVAE has them):
 
 - ``latent_codes(x)``: ``(B, S, C, H, W)`` sequences -> ``t`` shaped ``(B, S, n_caps, cap_dim)``
-  computed at the posterior means;
+  computed from the posterior (deterministic; for the TVAE ``E[z]`` and ``E[u∘u]``);
 - ``decode(t)``: codes ``(..., n_caps, cap_dim)`` -> Bernoulli logits ``(..., C, H, W)``.
 """
 

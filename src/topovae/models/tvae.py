@@ -139,6 +139,14 @@ def build_topography(config: TVAEConfig, seq_len: int | None = None) -> Topograp
                                config.coherence, config.time_window)
 
 
+def _root_mean_square(mean: torch.Tensor | None, logvar: torch.Tensor | None
+                      ) -> torch.Tensor | None:
+    """``sqrt(E[u²])`` of a Gaussian, so that squaring it inside the topography gives ``E[u²]``."""
+    if mean is None or logvar is None:
+        return None
+    return torch.sqrt(mean * mean + torch.exp(logvar))
+
+
 def _gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Sum of KL(N(mean, exp(logvar)) || N(0, 1)) over all elements."""
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum()
@@ -251,14 +259,18 @@ class TVAE(GenerativeModel):
         return self._codes(z, u, self.topography)
 
     def latent_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic code of ``x``: ``t`` at the posterior means of ``z`` and ``u``.
+        """Deterministic code of ``x``: ``t = (E[z] + mu) / sqrt(W E[u∘u] + eps)`` under q.
 
         Shaped ``(B, S, n_caps, cap_dim)``; the temporal coupling of the model is applied, so
-        frame ``s`` depends on the ``u`` means of its neighbouring frames. (Plugging in means is
-        the usual point estimate; it is not the mean of ``t`` under the posterior.)
+        frame ``s`` depends on the ``u`` of its neighbouring frames. ``v = W(u∘u)`` is linear in
+        ``u∘u``, so its posterior mean uses ``E[u²] = u_mean² + exp(u_logvar)``. Plugging in
+        ``u_mean`` alone would drop the posterior variance, which early in training (and for
+        units the model does not use) is most of ``u²``: ``v`` would shrink towards 0 and ``t``
+        grow far outside the range the decoder is trained on.
         """
         post = self.encode(x)
-        return self._codes(post.z_mean, post.u_mean, self.topography)
+        return self._codes(post.z_mean, _root_mean_square(post.u_mean, post.u_logvar),
+                           self.topography)
 
     def decode(self, t: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits ``(..., C, H, W)`` for codes ``t`` ``(..., n_caps, cap_dim)``."""
@@ -308,10 +320,11 @@ class TVAE(GenerativeModel):
     def representation(self, images: torch.Tensor) -> torch.Tensor:
         """Code ``(N, d)`` of single images ``(N, C, H, W)`` for the disentanglement metrics.
 
-        Each image is treated as a sequence of length 1 that only sees its own frame: ``t`` at
-        the posterior means with the within-frame part of the coupling (the capsule window, or
-        the ring/torus neighbourhood) and no temporal pooling. This is deterministic and does not
-        depend on what else is in the batch.
+        Each image is treated as a sequence of length 1 that only sees its own frame: the code
+        of :meth:`latent_codes` (``E[z]`` and ``E[u∘u]`` under the posterior) with the
+        within-frame part of the coupling (the capsule window, or the ring/torus neighbourhood)
+        and no temporal pooling. This is deterministic and does not depend on what else is in
+        the batch.
         """
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
@@ -320,7 +333,9 @@ class TVAE(GenerativeModel):
         z_stats, u_stats = self._encode_frames(images)
         d = self.latent_dim
         z = z_stats[:, None, :d]
-        u = u_stats[:, None, :d] if u_stats is not None else None
+        u = None
+        if u_stats is not None:
+            u = _root_mean_square(u_stats[:, None, :d], u_stats[:, None, d:])
         return self._codes(z, u, self.frame_topography).reshape(images.shape[0], d)
 
     @torch.no_grad()

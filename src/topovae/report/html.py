@@ -159,7 +159,7 @@ def _test_batch(config: Mapping[str, Any], seed: int, max_images: int
 
 
 def _model_section_inputs(model: Any, x: torch.Tensor) -> dict[str, Any]:
-    """Decodes used by the figures, computed at posterior means under ``torch.no_grad``."""
+    """Decodes of the deterministic codes (``latent_codes``/``representation``), no gradients."""
     out: dict[str, Any] = {}
     with torch.no_grad():
         if hasattr(model, "latent_codes") and hasattr(model, "decode"):
