@@ -302,9 +302,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         report_line = f"report: {build_report(run_dir)}"
     except (ImportError, ValueError) as err:
         report_line = f"report: not written ({err})"
-    ratio = metrics.get("equivariance_ratio")
-    ratio_text = f"{ratio:.3f}" if isinstance(ratio, (int, float)) else "n/a"
-    print(f"equivariance ratio (E_eq / shuffled control, lower is better): {ratio_text}")
+    def number(key: str, fmt: str = ".3f") -> str:
+        value = metrics.get(key)
+        return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+    print(f"equivariance ratio (E_eq / shuffled control, lower is better): "
+          f"{number('equivariance_ratio')} (the same network untrained: "
+          f"{number('equivariance_ratio_untrained')})")
+    print(f"roll prediction of frames 1..S-1 from frame 0: {number('roll_prediction_nll', '.1f')} "
+          f"nats per image (predicting no change: {number('roll_prediction_nll_static', '.1f')})")
     print(report_line)
     return 0
 

@@ -159,7 +159,7 @@ def plot_reconstructions(x: Any, probs: Any, path: str | Path, *, max_images: in
     m = min(max_images, data.shape[0])
     rows = np.stack([data[:m], recon[:m]])
     return _show_mosaic(rows, path, row_labels=["data", "reconstruction"],
-                        title="reconstructions (decoded posterior mean)")
+                        title="reconstructions (decoded deterministic code)")
 
 
 def plot_samples(probs: Any, path: str | Path, *, columns: int = 8) -> Path:

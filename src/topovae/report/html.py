@@ -306,7 +306,7 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
         figure("Reconstructions", "reconstructions.png",
                lambda p: figures.plot_reconstructions(x_small[:, :frames].cpu(),
                                                       recon[:, :frames].cpu(), p),
-               f"Test images and their decoded posterior means. Data: {data_source}.")
+               f"Test images and the decodes of their deterministic codes. Data: {data_source}.")
 
     if hasattr(model, "sample"):
         generator = torch.Generator(device=device).manual_seed(0)
