@@ -62,6 +62,13 @@ def test_resume_after_kill_matches_uninterrupted_run(mnist_dir: Path, tmp_path: 
     assert killed.returncode != 0
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").exists()
+    # the checkpoint's weights also in safetensors, equal to those inside the .ckpt
+    at_kill = load_file(str(tmp_path / "killed" / "checkpoints" / "last.safetensors"))
+    inside = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt",
+                        weights_only=False)["state_dict"]
+    assert at_kill.keys() == {key.removeprefix("model.") for key in inside}
+    assert all(torch.equal(at_kill[key.removeprefix("model.")], value)
+               for key, value in inside.items())
     resumed = run_cli(["train", "--resume", str(tmp_path / "killed"), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
     a = load_file(str(tmp_path / "full" / "model.safetensors"))

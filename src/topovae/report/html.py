@@ -70,6 +70,11 @@ def _table(mapping: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+_SECTION_ORDER = {"Capsule-roll traversal": 0, "Topographic map": 1, "Topographic score": 2,
+                  "Metrics": 3, "Reconstructions": 4, "Samples": 5, "Training curves": 6,
+                  "Model": 7, "Data": 8, "Configuration": 9}
+
+
 def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> str:
     """A complete HTML document (inline CSS, no external resource) of ``sections``."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -262,6 +267,8 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
     else:
         sections.append(Section("Configuration", note="no config.yaml in the run directory"))
 
+    # what a reader comes for first: the pictures of the learned structure, then the numbers
+    sections.sort(key=lambda section: _SECTION_ORDER.get(section.title.split(":")[0], 99))
     title = f"topovae report: {run_dir.name}"
     subtitle = " — ".join(s for s in (model_name, str(config.get("description", ""))) if s)
     index = out_dir / "index.html"

@@ -2,7 +2,10 @@
 
 A run killed while writing a checkpoint must still have a usable ``last.ckpt``: every checkpoint
 is written to a temporary file in the same directory, flushed to disk, and then renamed over the
-old one with :func:`os.replace` (atomic on POSIX and Windows).
+old one with :func:`os.replace` (atomic on POSIX and Windows). Beside each ``.ckpt`` (weights,
+optimiser, loop position and RNG state, as Lightning writes them) the model's weights are also
+written in the safetensors format (``last.safetensors``, same atomic rename), loadable without
+unpickling: ``model.load_state_dict(safetensors.torch.load_file(path))``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors.torch import save_file
 
 __all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "FaultInjection", "atomic_torch_save",
-           "LAST_CHECKPOINT"]
+           "atomic_save_weights", "LAST_CHECKPOINT"]
 
 #: Name of the checkpoint under ``RUN/checkpoints`` that ``--resume`` continues from.
 LAST_CHECKPOINT = "last.ckpt"
@@ -39,6 +43,23 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             tmp.unlink()
 
 
+def atomic_save_weights(state_dict: dict[str, Any], path: str | Path,
+                        prefix: str = "model.") -> None:
+    """Write the tensors of ``state_dict`` whose keys start with ``prefix`` (prefix removed) to a
+    safetensors file, atomically."""
+    path = Path(path)
+    tensors = {key[len(prefix):]: value.detach().contiguous().cpu()
+               for key, value in state_dict.items()
+               if key.startswith(prefix) and isinstance(value, torch.Tensor)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO plugin whose saves are atomic (see :func:`atomic_torch_save`)."""
 
@@ -46,6 +67,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
+        if isinstance(checkpoint.get("state_dict"), dict):
+            atomic_save_weights(checkpoint["state_dict"], Path(path).with_suffix(".safetensors"))
         atomic_torch_save(checkpoint, path)
 
 
