@@ -25,4 +25,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/topovae bench
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
