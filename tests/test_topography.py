@@ -177,6 +177,24 @@ def test_shifting_direction_matches_roll_convention():
     assert not torch.allclose(v[:, 1], torch.roll(v[:, 0], shifts=-1, dims=-1))
 
 
+def test_full_time_window_makes_v_equivariant_for_any_u():
+    """With L = S = cap_dim, v[s + 1] == roll(v[s], 1) whatever u is (no learning needed).
+
+    This is why the L = 1/2 S models reach an equivariance error near 0 as soon as the code is
+    dominated by v: the window pools the same diagonals for every frame (docs/results.md).
+    """
+    seq_len = cap_dim = 6
+    u2 = torch.rand(2, seq_len, 3 * cap_dim, dtype=torch.float64)  # arbitrary, not rolled
+    full = Topography.capsules(3, cap_dim, 3, seq_len, "shifting", seq_len)
+    v = full(u2).reshape(2, seq_len, 3, cap_dim)
+    for k in range(1, seq_len):
+        torch.testing.assert_close(v[:, k], torch.roll(v[:, 0], shifts=k, dims=-1))
+    # a shorter window does not have this property
+    short = Topography.capsules(3, cap_dim, 3, seq_len, "shifting", 3)
+    v = short(u2).reshape(2, seq_len, 3, cap_dim)
+    assert not torch.allclose(v[:, 1], torch.roll(v[:, 0], shifts=1, dims=-1))
+
+
 # -- ring and torus ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("size,window", [(1, 1), (5, 3), (7, 7), (324, 5), (10, 9)])
