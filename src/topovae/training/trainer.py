@@ -69,6 +69,15 @@ class FitResult:
     checkpoint: Path
 
 
+class _ProgressBar(TQDMProgressBar):
+    """Lightning's bar (speed in it/s, the logged loss) without the logger's version number."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -127,7 +136,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     callbacks: list[L.Callback] = [
         PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
     if cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
+        callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
