@@ -211,6 +211,21 @@ def _sap_score_matrix(codes_train: np.ndarray, factors_train: np.ndarray, codes_
     return scores
 
 
+def _check_train_test(codes_train: Any, factors_train: Any, codes_test: Any, factors_test: Any
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a train/test split of codes and factors: pairs of equal length, equal widths."""
+    codes_train, factors_train = _check_pair(codes_train, factors_train, "codes_train",
+                                             "factors_train")
+    codes_test, factors_test = _check_pair(codes_test, factors_test, "codes_test", "factors_test")
+    if codes_train.shape[1] != codes_test.shape[1]:
+        raise ValueError(f"codes_train and codes_test must have the same width, got "
+                         f"{codes_train.shape[1]} and {codes_test.shape[1]}")
+    if factors_train.shape[1] != factors_test.shape[1]:
+        raise ValueError(f"factors_train and factors_test must have the same width, got "
+                         f"{factors_train.shape[1]} and {factors_test.shape[1]}")
+    return codes_train, factors_train, codes_test, factors_test
+
+
 def sap(codes_train: Any, factors_train: Any, codes_test: Any, factors_test: Any, *,
         continuous_factors: bool = False) -> float:
     """Separated Attribute Predictability.
@@ -222,15 +237,8 @@ def sap(codes_train: Any, factors_train: Any, codes_test: Any, factors_test: Any
     training points. SAP is the mean over factors of the gap between the two best dimensions.
     disentanglement_lib uses 10,000 training and 5,000 test points.
     """
-    codes_train, factors_train = _check_pair(codes_train, factors_train, "codes_train",
-                                             "factors_train")
-    codes_test, factors_test = _check_pair(codes_test, factors_test, "codes_test", "factors_test")
-    if codes_train.shape[1] != codes_test.shape[1]:
-        raise ValueError(f"codes_train and codes_test must have the same width, got "
-                         f"{codes_train.shape[1]} and {codes_test.shape[1]}")
-    if factors_train.shape[1] != factors_test.shape[1]:
-        raise ValueError(f"factors_train and factors_test must have the same width, got "
-                         f"{factors_train.shape[1]} and {factors_test.shape[1]}")
+    codes_train, factors_train, codes_test, factors_test = _check_train_test(
+        codes_train, factors_train, codes_test, factors_test)
     if codes_train.shape[1] < 2:
         raise ValueError(f"codes_train must have at least 2 dimensions, got {codes_train.shape}")
     scores = _sap_score_matrix(codes_train, factors_train, codes_test, factors_test,
@@ -331,15 +339,8 @@ def dci(codes_train: Any, factors_train: Any, codes_test: Any, factors_test: Any
     ``completeness``, ``informativeness_train``, ``informativeness_test``, the
     ``importance_matrix`` ``(d, K)`` and the ``estimator`` name (``"custom"`` for a factory).
     """
-    codes_train, factors_train = _check_pair(codes_train, factors_train, "codes_train",
-                                             "factors_train")
-    codes_test, factors_test = _check_pair(codes_test, factors_test, "codes_test", "factors_test")
-    if codes_train.shape[1] != codes_test.shape[1]:
-        raise ValueError(f"codes_train and codes_test must have the same width, got "
-                         f"{codes_train.shape[1]} and {codes_test.shape[1]}")
-    if factors_train.shape[1] != factors_test.shape[1]:
-        raise ValueError(f"factors_train and factors_test must have the same width, got "
-                         f"{factors_train.shape[1]} and {factors_test.shape[1]}")
+    codes_train, factors_train, codes_test, factors_test = _check_train_test(
+        codes_train, factors_train, codes_test, factors_test)
     if not callable(estimator) and estimator not in DCI_ESTIMATORS:
         raise ValueError(f"estimator must be one of {DCI_ESTIMATORS} or a zero-argument "
                          f"factory, got {estimator!r}")
