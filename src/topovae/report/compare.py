@@ -41,24 +41,24 @@ def _number(value: Any, digits: int) -> str:
     return f"{float(value):,.{digits}f}"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_mapping(path: Path, parse: Any, errors: type[Exception] | tuple, kind: str
+                  ) -> dict[str, Any]:
+    """The mapping stored in ``path`` ({} if absent or not a mapping); ValueError if unreadable."""
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        data = parse(path.read_text())
+    except errors as err:
+        raise ValueError(f"{path} is not valid {kind}: {err}") from None
     return data if isinstance(data, dict) else {}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return _read_mapping(path, json.loads, json.JSONDecodeError, "JSON")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    return data if isinstance(data, dict) else {}
+    return _read_mapping(path, yaml.safe_load, yaml.YAMLError, "YAML")
 
 
 def _row(run_dir: Path) -> list[str]:
