@@ -181,3 +181,40 @@ def test_evaluation_grid_is_the_sub_grid_of_the_test_split() -> None:
     # a source covering the full grid keeps the dataset as it is
     full_source = build_source("dsprites_rendered", split="full")
     assert _evaluation_grid(full_source, full_source.ground_truth) is full_source.ground_truth
+
+
+
+def test_encoded_grid_gives_the_scores_of_rendering_every_image() -> None:
+    import numpy as np
+
+    from topovae.data.dsprites import RenderedDSprites
+    from topovae.evaluate import _EncodedGrid, _FactorSubgrid, _identity
+    from topovae.metrics import disentanglement as dis
+
+    grid = _FactorSubgrid(RenderedDSprites(), [np.array([0, 2]), np.array([1, 4]),
+                                              np.array([0, 9]), np.array([3, 7, 20]),
+                                              np.array([5, 30])])  # 48 images
+    calls = []
+
+    def represent(images: torch.Tensor) -> torch.Tensor:
+        # a deterministic per-image code: the mass in each quadrant and the centre of mass
+        calls.append(len(images))
+        x = images[:, 0]
+        quads = x.unfold(1, 32, 32).unfold(2, 32, 32).sum(dim=(-1, -2)).reshape(len(x), 4)
+        grid_xy = torch.arange(64, dtype=torch.float32)
+        mass = x.sum(dim=(1, 2)).clamp_min(1)
+        cx = (x.sum(dim=1) * grid_xy).sum(dim=1) / mass
+        cy = (x.sum(dim=2) * grid_xy).sum(dim=1) / mass
+        return torch.cat([quads, cx[:, None], cy[:, None]], dim=1)
+
+    encoded = _EncodedGrid(grid, represent)
+    assert sum(calls) == 48 and encoded.codes.shape == (48, 6)
+    factors = grid.sample_factors(50, np.random.default_rng(0))
+    assert torch.equal(encoded.observations_from_factors(factors),
+                       represent(grid.observations_from_factors(factors)))
+    small = dict(batch_size=8, num_train=40, num_eval=20)
+    assert dis.factor_vae_score(_identity, encoded, seed=3, num_variance_estimate=40,
+                                **small) == dis.factor_vae_score(
+        represent, grid, seed=3, num_variance_estimate=40, **small)
+    assert dis.beta_vae_score(_identity, encoded, seed=3, **small) == dis.beta_vae_score(
+        represent, grid, seed=3, **small)
