@@ -132,3 +132,33 @@ def test_train_then_evaluate_writes_metrics(mnist_dir: Path, tmp_path: Path) -> 
     again = json.loads((out / "metrics.json").read_text())
     assert again["equivariance_error"] == first["equivariance_error"]
     assert again["log_likelihood_nats_per_image"] == first["log_likelihood_nats_per_image"]
+
+
+def test_evaluate_scores_the_topographic_map_of_a_torus_model(mnist_dir: Path) -> None:
+    from topovae.data.loaders import build_data
+    from topovae.evaluate import evaluate_model
+    from topovae.metrics import topographic_score
+    from topovae.models.base import build_model
+    from topovae.presets import load_preset
+
+    experiment = load_preset("tvae-2d-mnist-cpu").with_overrides(
+        {"data.data_dir": str(mnist_dir), "data.n_train": 16, "data.n_test": 64,
+         "data.batch_size": 16, "model.config.n_caps": 4, "model.config.cap_dim": 4,
+         "model.config.capsule_window": 3, "evaluate.n_eval_sequences": 8,
+         "evaluate.n_ll_sequences": 4, "evaluate.n_is_samples": 2,
+         "evaluate.n_map_images": 40})
+    torch.manual_seed(0)
+    model = build_model(experiment.model.name, experiment.model.config).eval()
+    result = evaluate_model(model, experiment)
+    found = result["topographic_map"]
+    assert found["n_images"] == 40
+    # the same number computed by hand from the first 40 test images and their labels
+    bundle = build_data(experiment.data, seed=experiment.evaluate.seed)
+    bundle.test.set_epoch(0)
+    batches = list(bundle.test)
+    x = torch.cat([b["x"] for b in batches]).flatten(0, 1)[:40]
+    labels = torch.cat([b["labels"] for b in batches])[:40]
+    with torch.no_grad():
+        expected = topographic_score(model.representation(x), labels, (4, 4), seed=0)
+    assert found["score"] == pytest.approx(expected["score"], abs=1e-9)
+    assert found["control"] == pytest.approx(expected["control"], abs=1e-9)

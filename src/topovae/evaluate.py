@@ -16,6 +16,9 @@ that evaluating the same run twice gives the same numbers:
   _context``: frame 0's code taken from the whole sequence as in training, where the temporal
   coupling lets it see frames inside the time window;
 * ``capsule_offset_correlation`` (dSprites runs);
+* ``topographic_map`` (models on a torus, data with labels): the neighbour correlation of the
+  units' class profiles against shuffled maps (:func:`topovae.metrics.topographic_score`) on
+  ``n_map_images`` test images, each encoded alone (``model.representation``);
 * optionally (``--metrics``) MIG, SAP, DCI, FactorVAE and beta-VAE scores of
   ``model.representation`` on the ground-truth dataset, under ``result["disentanglement"]``.
   Factors are drawn from the grid of the run's test split (for dSprites the protocol's
@@ -77,6 +80,35 @@ def collect_test_sequences(bundle: Any, n_sequences: int) -> tuple[torch.Tensor,
     limit = n_sequences or len(x_all)
     joined = {name: torch.cat(values)[:limit] for name, values in factors.items()}
     return x_all[:limit], joined
+
+
+def _topographic_map(model: torch.nn.Module, bundle: Any, n_images: int, seed: int
+                     ) -> dict[str, Any] | None:
+    """Topographic score of the torus of ``model`` on the first ``n_images`` test images."""
+    from topovae.metrics.topographic_map import topographic_score
+
+    loader = bundle.test
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(0)
+    device = next(model.parameters()).device
+    codes, labels, total = [], [], 0
+    for batch in loader:
+        frame_labels = batch.get("labels")
+        if frame_labels is None or bool((frame_labels < 0).any()):
+            return None  # unlabelled data: no class profiles
+        x = batch["x"]
+        codes.append(model.representation(x.flatten(0, 1).to(device)).cpu())
+        labels.append(frame_labels.repeat_interleave(x.shape[1]))
+        total += len(codes[-1])
+        if n_images and total >= n_images:
+            break
+    if not codes:
+        return None
+    limit = n_images or total
+    cfg = model.config
+    score = topographic_score(torch.cat(codes)[:limit], torch.cat(labels)[:limit],
+                              (cfg.n_caps, cfg.cap_dim), seed=seed)
+    return {**score, "n_images": min(limit, total)}
 
 
 def _capsule_codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor | None:
@@ -344,6 +376,9 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                            "roll_prediction_mse": None, "roll_prediction_nll_static": None,
                            "roll_prediction_nll_sequence_context": None,
                            "equivariance_unavailable": "the model has no capsule codes"})
+        if getattr(getattr(model, "config", None), "topography", None) == "torus":
+            result["topographic_map"] = _topographic_map(model, bundle, ev.n_map_images,
+                                                         seed=ev.seed)
     if metrics:
         result["disentanglement"] = _disentanglement(model, experiment, metrics, ev.seed, device)
     result["seed"] = ev.seed

@@ -1,6 +1,6 @@
 """Measurements: equivariance error and its control, capsule-roll prediction, capsule-offset
 correlation, importance-sampled likelihood and the disentanglement metrics (MIG, SAP, DCI,
-FactorVAE score, beta-VAE score)."""
+FactorVAE score, beta-VAE score) and the topographic score of a 2-D map."""
 
 from topovae.metrics.disentanglement import (
     beta_vae_score,
@@ -20,6 +20,7 @@ from topovae.metrics.equivariance import (
 )
 from topovae.metrics.likelihood import LogLikelihood, importance_sampled_log_likelihood
 from topovae.metrics.roll import RollPrediction, roll_prediction
+from topovae.metrics.topographic_map import class_profiles, topographic_score
 
 __all__ = [
     "capsule_offset_correlation",
@@ -38,4 +39,6 @@ __all__ = [
     "sample_codes_and_factors",
     "LogLikelihood",
     "importance_sampled_log_likelihood",
+    "class_profiles",
+    "topographic_score",
 ]

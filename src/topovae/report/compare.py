@@ -120,6 +120,14 @@ def _top(key: str) -> Callable[[Mapping[str, Any]], float | None]:
     return lambda metrics: _finite_number(metrics.get(key))
 
 
+def _sub(block: str, key: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """``metrics[block][key]`` (``None`` when the run has no such block)."""
+    def get(metrics: Mapping[str, Any]) -> float | None:
+        value = metrics.get(block)
+        return _finite_number(value.get(key)) if isinstance(value, Mapping) else None
+    return get
+
+
 def _dis(name: str, inner: str | None) -> Callable[[Mapping[str, Any]], float | None]:
     """A disentanglement score: ``metrics["disentanglement"][name]`` (or its ``inner`` field)."""
     def get(metrics: Mapping[str, Any]) -> float | None:
@@ -156,6 +164,10 @@ AGGREGATED_METRICS: tuple[_Metric, ...] = (
     _Metric("roll_prediction_nll_static", "no-roll NLL", 2, _top("roll_prediction_nll_static")),
     _Metric("capsule_offset_correlation", "capsule offset corr.", 3,
             _top("capsule_offset_correlation"), optional=True),
+    _Metric("topographic_score", "map neighbour corr.", 3, _sub("topographic_map", "score"),
+            optional=True),
+    _Metric("topographic_control", "shuffled-map corr.", 3, _sub("topographic_map", "control"),
+            optional=True),
     _Metric("mig", "MIG", 3, _dis("mig", "mig"), optional=True),
     _Metric("sap", "SAP", 3, _dis("sap", None), optional=True),
     _Metric("dci_disentanglement", "DCI dis.", 3, _dis("dci", "disentanglement"), optional=True),

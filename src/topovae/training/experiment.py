@@ -125,7 +125,8 @@ class EvaluateConfig(Config):
 
     ``n_eval_sequences`` caps the test sequences used by every sequence measurement (0 = all),
     ``n_ll_sequences`` those of the (expensive) importance-sampled likelihood, and
-    ``disentanglement_samples`` the number of training points of the disentanglement metrics.
+    ``disentanglement_samples`` the number of training points of the disentanglement metrics,
+    and ``n_map_images`` the test images of the topographic-map score (torus models; 0 = all).
     """
 
     n_is_samples: int = 10
@@ -135,12 +136,13 @@ class EvaluateConfig(Config):
     seed: int = 0
     metrics: list[str] = dataclasses.field(default_factory=list)
     disentanglement_samples: int = 10000
+    n_map_images: int = 10000
 
     def validate(self) -> None:
         for name in ("n_is_samples", "batch_size", "disentanglement_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_eval_sequences", "n_ll_sequences"):
+        for name in ("n_eval_sequences", "n_ll_sequences", "n_map_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"evaluate.{name} must be >= 0 (0 = all), got "
                                  f"{getattr(self, name)}")
