@@ -16,13 +16,20 @@ import pytest
 import yaml
 
 from topovae.cli.main import main
-from topovae.report.compare import aggregate_runs, aggregate_table, compare, summarize
+from topovae.report.compare import (
+    aggregate_runs,
+    aggregate_table,
+    compare,
+    per_transformation_table,
+    summarize,
+)
 from topovae.report.results import (
     CHANCE_TOLERANCE,
     TABLE1,
     base_preset,
     render_results,
     table1_claims,
+    table2_claims,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +230,55 @@ def test_table1_claims_follow_the_numbers(tmp_path: Path) -> None:
     assert "one seed" in claims[-1].evidence and "unknown" in claims[0].evidence
     with pytest.raises(ValueError, match="variant"):
         table1_claims(groups, "gpu")
+
+
+def dsprites_runs(root: Path, values: dict[str, tuple[float, float]], seeds: int = 3
+                  ) -> list[Path]:
+    """Table 2 runs: for each preset (ratio, capsule-offset correlation), two transformations
+    per run whose per-transformation values spread around them by seed."""
+    runs = []
+    for preset, (ratio, corr) in values.items():
+        for seed in range(seeds):
+            jitter = 0.01 * (seed - 1)
+            per = {"pos_x": {"n_sequences": 3, "equivariance_error": 10.0 * ratio,
+                             "equivariance_ratio": ratio - 0.1 + jitter,
+                             "capsule_offset_correlation": corr + jitter},
+                   "scale": {"n_sequences": 3, "equivariance_error": 20.0 * ratio,
+                             "equivariance_ratio": ratio + 0.1 + jitter,
+                             "capsule_offset_correlation": None}}
+            runs.append(make_run(root, f"{preset}-{seed}", preset=f"{preset}-cpu", seed=seed,
+                                 metrics={"equivariance_error": 15.0 * ratio,
+                                          "equivariance_ratio": ratio + jitter,
+                                          "capsule_offset_correlation": corr + jitter,
+                                          "per_transformation": per}))
+    return runs
+
+
+def test_table2_claims_and_per_transformation_table(tmp_path: Path) -> None:
+    paper = {"vae-dsprites": (1.0, 0.0), "tvae-L0-dsprites": (0.9, 0.1),
+             "bubbles-dsprites": (0.8, 0.2), "tvae-Lshort-dsprites": (0.5, 0.8),
+             "tvae-Lthird-dsprites": (0.4, 0.9), "tvae-Lhalf-dsprites": (0.3, 0.95)}
+    groups = aggregate_runs(dsprites_runs(tmp_path / "a", paper))
+    claims = table2_claims(groups)
+    assert [c.holds for c in claims] == [True, True, True], [c.evidence for c in claims]
+    assert "worst shifting TVAE L=1/6 S vs best other BubbleVAE" in claims[0].evidence
+    # one shifting row worse than BubbleVAE breaks "every shifting row beats every other"
+    worse = {**paper, "tvae-Lshort-dsprites": (0.85, 0.15)}
+    claims = table2_claims(aggregate_runs(dsprites_runs(tmp_path / "b", worse)))
+    assert [c.holds for c in claims] == [False, False, True]
+    assert all(c.holds is None for c in table2_claims(groups, "full"))
+
+    table = per_transformation_table(groups[:1]).splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header == ["experiment", "n", "pos_x E_eq", "pos_x ratio", "pos_x corr.",
+                      "scale E_eq", "scale ratio"]  # no run has a scale correlation
+    row = table_row(header, table[2])
+    assert row["pos_x ratio"] == "0.900 ± 0.010" and row["scale E_eq"] == "20.0 ± 0.0"
+    assert per_transformation_table(aggregate_runs(
+        [make_run(tmp_path / "c", "r", metrics={"equivariance_ratio": 1.0})])) == ""
+    page = render_results(dsprites_runs(tmp_path / "d", paper, seeds=1))
+    assert "Per transformation" in page and "**Table 2 (dSprites) claims (the -cpu presets)**" \
+        in page
 
 
 def test_chance_tolerance_is_a_fixed_bound(tmp_path: Path) -> None:

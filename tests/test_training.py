@@ -162,3 +162,29 @@ def test_evaluate_scores_the_topographic_map_of_a_torus_model(mnist_dir: Path) -
         expected = topographic_score(model.representation(x), labels, (4, 4), seed=0)
     assert found["score"] == pytest.approx(expected["score"], abs=1e-9)
     assert found["control"] == pytest.approx(expected["control"], abs=1e-9)
+
+
+def test_per_transformation_errors_split_the_overall_error() -> None:
+    from topovae.evaluate import _per_transformation
+    from topovae.metrics import equivariance_error
+    from topovae.presets import load_preset
+
+    experiment = load_preset("tvae-Lshort-dsprites-cpu")
+    torch.manual_seed(0)
+    codes = torch.randn(40, 15, 15, 15)
+    varied = torch.arange(40).remainder(4)  # pos_x, pos_y, orientation, scale in turn
+    # make the orientation sequences exactly roll-equivariant: frame k = frame 0 rolled by k
+    rolled = torch.stack([codes[:, 0].roll(k, dims=-1) for k in range(15)], dim=1)
+    codes[varied == 2] = rolled[varied == 2]
+    per = _per_transformation(codes, {"varied": varied[:, None].expand(40, 15)}, experiment, 0)
+    assert list(per) == ["pos_x", "pos_y", "orientation", "scale"]
+    assert all(entry["n_sequences"] == 10 for entry in per.values())
+    assert per["orientation"]["equivariance_error"] == pytest.approx(0.0, abs=1e-3)
+    assert per["orientation"]["capsule_offset_accuracy"] == 1.0
+    assert per["pos_x"]["equivariance_ratio"] == pytest.approx(1.0, abs=0.05)
+    # E_eq is a mean over sequences: the groups' errors average back to the overall one
+    overall = float(equivariance_error(codes))
+    assert sum(e["equivariance_error"] * e["n_sequences"] for e in per.values()) / 40 == \
+        pytest.approx(overall, rel=1e-5)
+    # builders that vary several factors at once have no per-transformation split
+    assert _per_transformation(codes, {}, experiment, 0) == {}

@@ -16,6 +16,9 @@ that evaluating the same run twice gives the same numbers:
   _context``: frame 0's code taken from the whole sequence as in training, where the temporal
   coupling lets it see frames inside the time window;
 * ``capsule_offset_correlation`` (dSprites runs);
+* ``per_transformation``: the equivariance error, control and ratio (and the capsule-offset
+  correlation for dSprites) of the test sequences of each transformation, for the builders that
+  vary one factor per sequence (``single_factor``, ``dsprites``: Table 2 of the paper);
 * ``topographic_map`` (models on a torus, data with labels): the neighbour correlation of the
   units' class profiles against shuffled maps (:func:`topovae.metrics.topographic_score`) on
   ``n_map_images`` test images, each encoded alone (``model.representation``);
@@ -80,6 +83,42 @@ def collect_test_sequences(bundle: Any, n_sequences: int) -> tuple[torch.Tensor,
     limit = n_sequences or len(x_all)
     joined = {name: torch.cat(values)[:limit] for name, values in factors.items()}
     return x_all[:limit], joined
+
+
+def _per_transformation(codes: torch.Tensor, factors: dict[str, torch.Tensor],
+                        experiment: ExperimentConfig, seed: int) -> dict[str, Any]:
+    """E_eq, its control and ratio (and, for dSprites, the capsule-offset correlation) over the
+    test sequences of each transformation, for builders that vary one factor per sequence
+    (Table 2 of the paper reports dSprites this way)."""
+    from topovae.data.sequences import FACTORS, DSpritesSequences
+    from topovae.metrics.equivariance import (
+        capsule_offset_correlation,
+        equivariance_error,
+        equivariance_error_control,
+    )
+
+    builder = experiment.data.test_sequences or experiment.data.sequences
+    names = {"dsprites": DSpritesSequences.STEPPED, "single_factor": FACTORS}.get(builder)
+    varied = factors.get("varied")
+    if names is None or varied is None:
+        return {}
+    varied = varied[:, 0].to(codes.device)
+    out: dict[str, Any] = {}
+    for index, name in enumerate(names):
+        rows = codes[varied == index]
+        if len(rows) < 2:  # the control shuffles frames across sequences: needs two
+            continue
+        error = float(equivariance_error(rows))
+        control = float(equivariance_error_control(rows, seed=seed))
+        entry: dict[str, Any] = {"n_sequences": len(rows), "equivariance_error": error,
+                                 "equivariance_error_control": control,
+                                 "equivariance_ratio": error / control if control > 0 else None}
+        if builder == "dsprites":
+            corr = capsule_offset_correlation(rows)
+            entry["capsule_offset_correlation"] = _finite(float(corr["correlation"]))
+            entry["capsule_offset_accuracy"] = float(corr["accuracy"])
+        out[name] = entry
+    return out
 
 
 def _topographic_map(model: torch.nn.Module, bundle: Any, n_images: int, seed: int
@@ -369,6 +408,9 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 corr = capsule_offset_correlation(codes)
                 result["capsule_offset_correlation"] = _finite(float(corr["correlation"]))
                 result["capsule_offset_accuracy"] = float(corr["accuracy"])
+            per = _per_transformation(codes, factors, experiment, ev.seed)
+            if per:
+                result["per_transformation"] = per
         else:
             result.update({"equivariance_error": None, "equivariance_error_control": None,
                            "equivariance_ratio": None, "equivariance_ratio_untrained": None,

@@ -291,8 +291,58 @@ def aggregate_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                                     if r.n_is_samples is not None}),
             "metrics": {m.key: summarize([r.values[m.key] for r in members])
                         for m in AGGREGATED_METRICS},
+            "per_transformation": _per_transformation(members),
         })
     return out
+
+
+#: Measurements of ``metrics["per_transformation"][name]`` summarised over seeds.
+PER_TRANSFORMATION_METRICS: tuple[tuple[str, str, int], ...] = (
+    ("equivariance_error", "E_eq", 1),
+    ("equivariance_ratio", "ratio", 3),
+    ("capsule_offset_correlation", "corr.", 3),
+)
+
+
+def _per_transformation(members: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
+    """``{transformation: {key: summarize(values over the runs)}}`` (first-seen order)."""
+    names: list[str] = []
+    for record in members:
+        block = record.metrics.get("per_transformation")
+        if isinstance(block, Mapping):
+            names += [n for n in block if n not in names]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        entries = [(r.metrics.get("per_transformation") or {}).get(name) for r in members]
+        entries = [e if isinstance(e, Mapping) else {} for e in entries]
+        out[name] = {key: summarize([_finite_number(e.get(key)) for e in entries])
+                     for key, _, _ in PER_TRANSFORMATION_METRICS}
+    return out
+
+
+def per_transformation_table(groups: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of each experiment's measurements per transformation (mean ± std), or ""
+    when no run has them. Columns of a measurement no run has (the capsule-offset correlation
+    outside dSprites) are left out."""
+    names: list[str] = []
+    for group in groups:
+        names += [n for n in group.get("per_transformation", {}) if n not in names]
+    if not names:
+        return ""
+    columns = [(name, key, label, digits) for name in names
+               for key, label, digits in PER_TRANSFORMATION_METRICS
+               if any(g.get("per_transformation", {}).get(name, {}).get(key, {}).get("n")
+                      for g in groups)]
+    header = ["experiment", "n"] + [f"{name} {label}" for name, _, label, _ in columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---", "---:"] + ["---:"] * len(columns)) + "|"]
+    for group in groups:
+        block = group.get("per_transformation", {})
+        cells = [group["group"], str(group["n"])]
+        for name, key, _, digits in columns:
+            cells.append(_mean_std(block.get(name, {}).get(key, {}), digits, group["n"]))
+        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def _mean_std(summary: Mapping[str, Any], digits: int, n_group: int, scale: float = 1.0) -> str:
