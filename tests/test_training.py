@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -79,6 +80,18 @@ def test_resume_after_kill_matches_uninterrupted_run(mnist_dir: Path, tmp_path: 
     # and the run really trained: weights moved away from a fresh model's
     ckpt = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 13
+    # the training curves survive the kill: the resumed run's CSV log has every step of the
+    # uninterrupted run's, once, with the same losses
+    def logged(run: Path) -> dict[int, float]:
+        with (run / "logs" / "csv" / "metrics.csv").open() as file:
+            rows = [r for r in csv.DictReader(file) if r.get("loss")]
+        steps = [int(r["step"]) for r in rows]
+        assert len(steps) == len(set(steps)), steps
+        return {int(r["step"]): float(r["loss"]) for r in rows}
+
+    expected, got = logged(tmp_path / "full"), logged(tmp_path / "killed")
+    assert len(expected) >= 10 and got.keys() == expected.keys()
+    assert all(abs(got[k] - expected[k]) <= 1e-4 * abs(expected[k]) for k in expected)
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(mnist_dir: Path,

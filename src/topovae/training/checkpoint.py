@@ -84,6 +84,7 @@ class PeriodicCheckpoint(L.Callback):
         self.every_n_steps = every_n_steps
         self.steps_fn = steps_fn
         self.last_saved_step: int | None = None
+        self._flush_pending = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -91,13 +92,26 @@ class PeriodicCheckpoint(L.Callback):
         if step > 0 and step % self.every_n_steps == 0 and step != self.last_saved_step:
             trainer.save_checkpoint(self.path)
             self.last_saved_step = step
+            self._flush_pending = True
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        # Flush the loggers' buffered rows after a checkpoint, so that a run killed later has
+        # its training curves on disk up to the checkpoint (the CSV logger buffers 100 steps).
+        # Done here rather than right after saving: Lightning logs a step's metrics after the
+        # batch-end hooks, so only now is the checkpointed step's own row in the buffer.
+        if self._flush_pending:
+            for logger in trainer.loggers:
+                logger.save()
+            self._flush_pending = False
 
 
 class FaultInjection(L.Callback):
     """Failure drills for the recovery paths, enabled only by ``$TOPOVAE_FAULT``.
 
-    ``kill_after_step=K``: the process kills itself with SIGKILL right after step ``K`` (and its
-    periodic checkpoint, if one was due) - as if the machine had died; ``nan_at_step=K``: the
+    ``kill_after_step=K``: the process kills itself with SIGKILL right after step ``K`` (its
+    periodic checkpoint, if one was due, and the log flush that follows it: at the start of the
+    next batch) - as if the machine had died; ``nan_at_step=K``: the
     weights are set to NaN before step ``K`` so that its loss is not finite.
     """
 
@@ -116,7 +130,5 @@ class FaultInjection(L.Callback):
                 for param in pl_module.parameters():
                     param.fill_(float("nan"))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.kind == "kill_after_step" and int(self.steps_fn()) == self.step:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -13,10 +13,12 @@ same batches with the same noise as an uninterrupted run (on the same device and
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -98,6 +100,61 @@ def _strategy(experiment: ExperimentConfig) -> Any:
     return experiment.train.strategy
 
 
+def _checkpoint_step(path: Path) -> int:
+    """The ``global_step`` stored in the Lightning checkpoint ``path`` (the logged step unit)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state.get("global_step", 0))
+
+
+class HistoryKeepingCSVLogger(CSVLogger):
+    """A CSVLogger that keeps the rows of the earlier sessions of a resumed run.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so resuming a run
+    would lose its training curves up to the checkpoint. With ``keep_until_step`` set (the step
+    the run resumes from), the rows logged up to that step are written back before the new
+    session logs; later rows belong to steps the resumed session trains again and are dropped.
+    """
+
+    def __init__(self, *args: Any, keep_until_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_until_step = keep_until_step
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        header: list[str] = []
+        rows: list[dict[str, str]] = []
+        if self._keep_until_step is not None and path.is_file():
+            with path.open(newline="") as file:
+                reader = csv.DictReader(file)
+                header = list(reader.fieldnames or [])
+                rows = [row for row in reader
+                        if _as_step(row.get("step")) <= self._keep_until_step]
+        with warnings.catch_warnings():
+            # "Previous log files in this directory will be deleted": not the rows kept here
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment  # removes the old file
+        if rows:
+            header = sorted(header)  # the writer appends rows in sorted-key order
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as file:
+                out = csv.DictWriter(file, fieldnames=header)
+                out.writeheader()
+                out.writerows(rows)
+            os.replace(tmp, path)
+            writer.metrics_keys = header
+        return writer
+
+
+def _as_step(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.inf
+    except ValueError:
+        return math.inf
+
+
 def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> FitResult:
     """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
 
@@ -142,8 +199,10 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         callbacks.append(FaultInjection(fault, steps_fn))
 
     steps_per_batch = 2 if module.has_auxiliary else 1  # Lightning counts every optimiser
+    resumed_step = _checkpoint_step(checkpoint_path) if resume else None
     loggers = [
-        CSVLogger(save_dir=str(run_dir), name="logs", version="csv"),
+        HistoryKeepingCSVLogger(save_dir=str(run_dir), name="logs", version="csv",
+                                keep_until_step=resumed_step),
         TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
                           default_hp_metric=False),
     ]
