@@ -175,6 +175,8 @@ def test_evaluate_scores_the_topographic_map_of_a_torus_model(mnist_dir: Path) -
         expected = topographic_score(model.representation(x), labels, (4, 4), seed=0)
     assert found["score"] == pytest.approx(expected["score"], abs=1e-9)
     assert found["control"] == pytest.approx(expected["control"], abs=1e-9)
+    # the untrained control is a fresh network of the same seed: here the model itself
+    assert found["score_untrained"] == pytest.approx(found["score"], abs=1e-9)
 
 
 def test_per_transformation_errors_split_the_overall_error() -> None:

@@ -21,7 +21,8 @@ that evaluating the same run twice gives the same numbers:
   vary one factor per sequence (``single_factor``, ``dsprites``: Table 2 of the paper);
 * ``topographic_map`` (models on a torus, data with labels): the neighbour correlation of the
   units' class profiles against shuffled maps (:func:`topovae.metrics.topographic_score`) on
-  ``n_map_images`` test images, each encoded alone (``model.representation``);
+  ``n_map_images`` test images, each encoded alone (``model.representation``), and
+  ``score_untrained``, the same for the architecture randomly initialised;
 * optionally (``--metrics``) MIG, SAP, DCI, FactorVAE and beta-VAE scores of
   ``model.representation`` on the ground-truth dataset, under ``result["disentanglement"]``.
   Factors are drawn from the grid of the run's test split (for dSprites the protocol's
@@ -421,6 +422,15 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
         if getattr(getattr(model, "config", None), "topography", None) == "torus":
             result["topographic_map"] = _topographic_map(model, bundle, ev.n_map_images,
                                                          seed=ev.seed)
+            if result["topographic_map"] is not None:
+                # as for the equivariance ratio: the coupling alone (t of neighbouring units
+                # divides by overlapping sums of u**2) makes an untrained map partly smooth
+                from topovae.models.base import build_model
+
+                torch.manual_seed(experiment.train.seed)
+                fresh = build_model(model.registry_name, model.config).to(device).eval()
+                untrained = _topographic_map(fresh, bundle, ev.n_map_images, seed=ev.seed)
+                result["topographic_map"]["score_untrained"] = untrained["score"]
     if metrics:
         result["disentanglement"] = _disentanglement(model, experiment, metrics, ev.seed, device)
     result["seed"] = ev.seed

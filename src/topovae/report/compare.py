@@ -168,6 +168,8 @@ AGGREGATED_METRICS: tuple[_Metric, ...] = (
             optional=True),
     _Metric("topographic_control", "shuffled-map corr.", 3, _sub("topographic_map", "control"),
             optional=True),
+    _Metric("topographic_score_untrained", "map corr. untrained", 3,
+            _sub("topographic_map", "score_untrained"), optional=True),
     _Metric("mig", "MIG", 3, _dis("mig", "mig"), optional=True),
     _Metric("sap", "SAP", 3, _dis("sap", None), optional=True),
     _Metric("dci_disentanglement", "DCI dis.", 3, _dis("dci", "disentanglement"), optional=True),
