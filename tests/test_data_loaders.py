@@ -137,6 +137,25 @@ def test_dsprites_rendered_bundle():
     assert torch.equal(batch["labels"], batch["factors"]["shape"][:, 0])
 
 
+def test_test_order_of_a_grid_source_is_spread_over_the_grid(mnist_dir):
+    # dSprites enumerates its grid in order: the first 32 test sequences must not all start
+    # from the first corner of it (one shape, one scale, one orientation)
+    config = DataConfig(source="dsprites_rendered", sequences="dsprites", seq_len=15,
+                        batch_size=8)
+    bundle = build_data(config, seed=0)
+    assert sorted(bundle.test.indices.tolist()) == list(range(50625))  # every image, once
+    batches = [b for b, _ in zip(bundle.test, range(4), strict=False)]
+    first = torch.stack([torch.cat([b["factors"][name][:, 0] for b in batches])
+                         for name in ("shape", "scale", "orientation")], dim=1)
+    assert first.shape == (32, 3) and len(torch.unique(first, dim=0)) > 20
+    assert len(torch.unique(first[:, 0])) == 3  # all three shapes among the first 32
+    assert np.array_equal(build_data(config, seed=0).test.indices, bundle.test.indices)
+    # an unordered source (MNIST) keeps its index order
+    mnist = build_data(DataConfig(source="mnist", split="train-5k", data_dir=str(mnist_dir),
+                                  n_test=50, batch_size=4), seed=0)
+    assert np.all(np.diff(mnist.test.indices) > 0)
+
+
 def test_config_validation_and_roundtrip():
     config = DataConfig(source="mnist_5k", sequences="none", batch_size=128)
     assert DataConfig.from_yaml(config.to_yaml()) == config

@@ -265,6 +265,10 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         test_split_name = test_source.split
     if config.n_test is not None and config.n_test < len(test_rows):
         test_rows = np.sort(rng.permutation(test_rows)[: config.n_test])
+    if test_source.ordered:
+        # a grid in index order (dSprites): the first test sequences would all start from small
+        # squares at one orientation; a fixed seeded order spreads any prefix over the grid
+        test_rows = test_rows[np.random.default_rng(_seed_of(seed, 3)).permutation(len(test_rows))]
     test_name = config.test_sequences or config.sequences
     common = {"batch_size": config.batch_size, "seed": seed}
     train = SequenceLoader(

@@ -76,6 +76,9 @@ class ImageSource:
     factor_names: list[str] = dataclasses.field(default_factory=list)
     ground_truth: GroundTruthData | None = None
     description: str = ""
+    # True when the index order is structured (a factor grid enumerated in order): the first N
+    # images then cover one corner of it, so test loaders visit them in a fixed shuffled order
+    ordered: bool = False
 
     def __post_init__(self) -> None:
         if self.images is None and (self.factors is None or self.ground_truth is None):
@@ -273,6 +276,7 @@ def _dsprites_source(name: str, ground_truth: GroundTruthData, split: str) -> Im
         labels=factors_t[:, 0].clone(),
         factors=factors_t,
         factor_names=list(DSPRITES_FACTORS),
+        ordered=True,
         ground_truth=ground_truth,
         description=f"{name} split {split!r}: {len(factors)} images, {what}",
     )
