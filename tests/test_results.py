@@ -153,6 +153,12 @@ def test_partial_metrics_disentanglement_and_group_fallbacks(tmp_path: Path) -> 
     row = table_row(header, table[2])
     assert row["DCI dis."] == "0.300 (n=1)"  # one of the two seeds has it
     assert row["MIG"] == "0.200 ± 0.141"
+    # the scores can be split into a table of their own
+    main_only = aggregate_table(groups, ("main",)).splitlines()[0]
+    scores_only = aggregate_table(groups, ("disentanglement",)).splitlines()[0]
+    assert "MIG" not in main_only and "capsule offset corr." in main_only
+    assert "MIG" in scores_only and "E_eq" not in scores_only
+    assert aggregate_table(groups[1:], ("disentanglement",)) == ""
 
 
 def test_compare_formats_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

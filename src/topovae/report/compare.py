@@ -149,6 +149,7 @@ class _Metric:
     extract: Callable[[Mapping[str, Any]], float | None]
     optional: bool = False  # a column only when some run has it
     scale: float = 1.0  # the table shows value * scale (the JSON keeps the raw value)
+    table: str = "main"  # "disentanglement": the scores that :func:`aggregate_table` can split off
 
 
 #: The measurements summarised over seeds: (key in the JSON output, column label, decimals).
@@ -170,14 +171,20 @@ AGGREGATED_METRICS: tuple[_Metric, ...] = (
             optional=True),
     _Metric("topographic_score_untrained", "map corr. untrained", 3,
             _sub("topographic_map", "score_untrained"), optional=True),
-    _Metric("mig", "MIG", 3, _dis("mig", "mig"), optional=True),
-    _Metric("sap", "SAP", 3, _dis("sap", None), optional=True),
-    _Metric("dci_disentanglement", "DCI dis.", 3, _dis("dci", "disentanglement"), optional=True),
-    _Metric("dci_completeness", "DCI comp.", 3, _dis("dci", "completeness"), optional=True),
+    _Metric("mig", "MIG", 3, _dis("mig", "mig"), optional=True,
+            table="disentanglement"),
+    _Metric("sap", "SAP", 3, _dis("sap", None), optional=True,
+            table="disentanglement"),
+    _Metric("dci_disentanglement", "DCI dis.", 3, _dis("dci", "disentanglement"), optional=True,
+            table="disentanglement"),
+    _Metric("dci_completeness", "DCI comp.", 3, _dis("dci", "completeness"), optional=True,
+            table="disentanglement"),
     _Metric("dci_informativeness", "DCI inf.", 3, _dis("dci", "informativeness_test"),
-            optional=True),
-    _Metric("factor_vae", "FactorVAE", 3, _dis("factor_vae", "eval_accuracy"), optional=True),
-    _Metric("beta_vae", "beta-VAE", 3, _dis("beta_vae", "eval_accuracy"), optional=True),
+            optional=True, table="disentanglement"),
+    _Metric("factor_vae", "FactorVAE", 3, _dis("factor_vae", "eval_accuracy"), optional=True,
+            table="disentanglement"),
+    _Metric("beta_vae", "beta-VAE", 3, _dis("beta_vae", "eval_accuracy"), optional=True,
+            table="disentanglement"),
     _Metric("train_seconds", "train time (min)", 1, _top("train_seconds"), scale=1 / 60),
 )
 
@@ -358,18 +365,23 @@ def _mean_std(summary: Mapping[str, Any], digits: int, n_group: int, scale: floa
     return text
 
 
-def _columns(groups: Sequence[Mapping[str, Any]]) -> list[_Metric]:
-    return [m for m in AGGREGATED_METRICS
-            if not m.optional or any(g["metrics"][m.key]["n"] for g in groups)]
+def _columns(groups: Sequence[Mapping[str, Any]], tables: Sequence[str]) -> list[_Metric]:
+    return [m for m in AGGREGATED_METRICS if m.table in tables
+            and (not m.optional or any(g["metrics"][m.key]["n"] for g in groups))]
 
 
-def aggregate_table(groups: Sequence[Mapping[str, Any]]) -> str:
+def aggregate_table(groups: Sequence[Mapping[str, Any]],
+                    tables: Sequence[str] = ("main", "disentanglement")) -> str:
     """Markdown table of :func:`aggregate_runs` output: one row per experiment, mean ± std.
 
     Optional columns (capsule-offset correlation, disentanglement scores) appear only when a
     run has them. A cell whose measurement fewer runs have than the group holds says ``(n=k)``.
+    ``tables`` picks the kinds of columns (``("disentanglement",)``: only those scores); ``""``
+    when no such column has a value.
     """
-    columns = _columns(groups)
+    columns = _columns(groups, tables)
+    if not columns:
+        return ""
     header = ["experiment", "model", "n"] + [m.label for m in columns]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---", "---", "---:"] + ["---:"] * len(columns)) + "|"]

@@ -408,7 +408,15 @@ def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> st
         if not members:
             continue
         placed |= {g["group"] for g in members}
-        parts += ["", f"### {section_title}", "", aggregate_table(members), ""]
+        parts += ["", f"### {section_title}", "", aggregate_table(members, ("main",)), ""]
+        scores = aggregate_table(members, ("disentanglement",))
+        if scores:
+            blocks = [read_run_record(run).metrics.get("disentanglement")
+                      for g in members for run in g["runs"]]
+            n = sorted({b["disentanglement_samples"] for b in blocks if isinstance(b, dict)
+                        and isinstance(b.get("disentanglement_samples"), int)})
+            sizes = f" (training points: {', '.join(f'{k:,}' for k in n)})" if n else ""
+            parts += [f"Disentanglement scores on the factor grid{sizes}:", "", scores, ""]
         parts += [experiment_details(g) + "\n" for g in members]
         per_transformation = per_transformation_table(members)
         if per_transformation:
