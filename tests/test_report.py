@@ -55,6 +55,11 @@ def test_image_figures_are_small_valid_pngs(tmp_path: Path) -> None:
     assert image.shape[0] > 100  # six rows of frames stacked
     single = figures.plot_roll_traversal(seqs[0], seqs[0], tmp_path / "roll1.png")
     assert_valid_png(single.read_bytes())
+    three = figures.plot_roll_traversal(seqs, seqs.flip(1), tmp_path / "roll3.png",
+                                        context_decodes=seqs)
+    assert assert_valid_png(three.read_bytes()).shape[0] > image.shape[0]  # nine rows, not six
+    with pytest.raises(ValueError, match="context_decodes"):
+        figures.plot_roll_traversal(seqs, seqs, tmp_path / "bad3.png", context_decodes=seqs[:2])
     recon = figures.plot_reconstructions(seqs[:, 0, :1], seqs[:, 1, :1], tmp_path / "rec.png")
     assert_valid_png(recon.read_bytes())
     samples = figures.plot_samples(torch.rand(10, 1, 16, 16, generator=g), tmp_path / "s.png")

@@ -105,28 +105,40 @@ def _as_sequences(array: Any, name: str) -> np.ndarray:
 
 
 def plot_roll_traversal(true_frames: Any, rolled_decodes: Any, path: str | Path, *,
-                        shifts: Sequence[int] | None = None) -> Path:
+                        shifts: Sequence[int] | None = None,
+                        context_decodes: Any = None) -> Path:
     """The commutative diagram of Figure 1: true frames above decodes of rolled codes.
 
     ``true_frames`` and ``rolled_decodes`` are ``(S, C, H, W)`` for one sequence or
-    ``(N, S, C, H, W)`` for several (stacked as pairs of rows). Column ``k`` shows true frame
+    ``(N, S, C, H, W)`` for several (stacked as groups of rows). Column ``k`` shows true frame
     ``x_k`` and ``decode(Roll_k(t_0))``, the decoded code of frame 0 rolled by ``shifts[k]``
-    (default ``k``) units along every capsule.
+    (default ``k``) units along every capsule. ``context_decodes`` (same shape), when given, adds
+    a third row per sequence: the same with ``t_0`` computed from the whole sequence.
     """
     truth = _as_sequences(true_frames, "true_frames")
     rolled = _as_sequences(rolled_decodes, "rolled_decodes")
+    groups = [truth, rolled]
     if truth.shape != rolled.shape:
         raise ValueError(f"true_frames {truth.shape} and rolled_decodes {rolled.shape} must "
                          "have the same shape")
+    if context_decodes is not None:
+        context = _as_sequences(context_decodes, "context_decodes")
+        if context.shape != truth.shape:
+            raise ValueError(f"context_decodes {context.shape} must have the shape of "
+                             f"true_frames {truth.shape}")
+        groups.append(context)
     n, s = truth.shape[:2]
     shifts = list(range(s)) if shifts is None else [int(k) for k in shifts]
     if len(shifts) != s:
         raise ValueError(f"shifts must have one entry per frame ({s}), got {len(shifts)}")
-    rows = np.stack([a for i in range(n) for a in (truth[i], rolled[i])])
-    labels = [lab for i in range(n) for lab in (f"seq {i + 1}: true $x_k$",
-                                                 "decode(Roll$_k$ $t_0$)")]
+    rows = np.stack([g[i] for i in range(n) for g in groups])
+    names = ["true $x_k$", "decode(Roll$_k$ $t_0$)", "same, $t_0$ from sequence"][:len(groups)]
+    labels = [f"seq {i + 1}: {name}" if j == 0 else name
+              for i in range(n) for j, name in enumerate(names)]
+    title = ("capsule roll of frame 0 vs true frames" if context_decodes is None else
+             "capsule roll of frame 0 (frame 0 alone; from its sequence) vs true frames")
     return _show_mosaic(rows, path, row_labels=labels, col_labels=[f"k={k}" for k in shifts],
-                        title="capsule roll of frame 0 (bottom) vs true frames (top)")
+                        title=title)
 
 
 def plot_reconstructions(x: Any, probs: Any, path: str | Path, *, max_images: int = 12) -> Path:

@@ -177,17 +177,20 @@ def _model_section_inputs(model: Any, x: torch.Tensor) -> dict[str, Any]:
     return out
 
 
-def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any, Any]:
+def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any, Any, Any]:
     """True frames and decodes of frame 0's capsules rolled by ``k = 0 .. S-1``.
 
-    Frame 0 is encoded alone (``context="first_frame"``), so the rolled decodes are predictions
-    that use nothing of the later frames.
+    Twice: frame 0 encoded alone (``context="first_frame"``: predictions that use nothing of
+    the later frames), and frame 0's code taken from its whole sequence as in training (what the
+    paper's traversals show; the temporal coupling lets it see frames inside the time window).
     """
     from topovae.metrics.roll import roll_prediction
 
     x = x[:n_sequences]
-    result = roll_prediction(model, x, shifts=list(range(x.shape[1])), n_keep=n_sequences)
-    return result.targets, result.predictions
+    shifts = list(range(x.shape[1]))
+    result = roll_prediction(model, x, shifts=shifts, n_keep=n_sequences)
+    context = roll_prediction(model, x, shifts=shifts, n_keep=n_sequences, context="sequence")
+    return result.targets, result.predictions, context.predictions
 
 
 def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | None = None,
@@ -290,16 +293,19 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
 
     if hasattr(model, "latent_codes") and hasattr(model, "decode") and n_frames > 1:
         try:
-            truth, rolled = _roll_traversal(model, x_small, n_sequences)
+            truth, rolled, context = _roll_traversal(model, x_small, n_sequences)
         except (ValueError, RuntimeError) as err:
             sections.append(Section("Capsule-roll traversal", note=f"not computed: {err}"))
         else:
             figure("Capsule-roll traversal", "roll_traversal.png",
-                   lambda p: figures.plot_roll_traversal(truth, rolled, p),
-                   "Top of each pair: the true frames x_k of a test sequence. Bottom: frame 0 "
-                   "encoded on its own (no later frame seen), every capsule rolled by k units, "
-                   "decoded (Figure 1 of the paper). "
-                   f"Data: {data_source}.")
+                   lambda p: figures.plot_roll_traversal(truth, rolled, p,
+                                                         context_decodes=context),
+                   "First row of each group: the true frames x_k of a test sequence. Second: "
+                   "frame 0 encoded on its own (no later frame seen), every capsule rolled by k "
+                   "units, decoded (Figure 1 of the paper). Third: the same with frame 0's code "
+                   "computed from the whole sequence, as in training and in the paper's "
+                   "figures (the temporal coupling lets it see the frames inside the time "
+                   f"window). Data: {data_source}.")
     else:
         sections.append(Section("Capsule-roll traversal",
                                 note="needs a capsule model (latent_codes/decode) and sequences"))
