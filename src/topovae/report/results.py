@@ -417,11 +417,11 @@ def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> st
                         and isinstance(b.get("disentanglement_samples"), int)})
             sizes = f" (training points: {', '.join(f'{k:,}' for k in n)})" if n else ""
             parts += [f"Disentanglement scores on the factor grid{sizes}:", "", scores, ""]
-        parts += [experiment_details(g) + "\n" for g in members]
         per_transformation = per_transformation_table(members)
         if per_transformation:
             parts += ["Per transformation (the test sequences of each transformation):", "",
                       per_transformation, ""]
+        parts += [experiment_details(g) + "\n" for g in members]
         if presets == TABLE2:
             variants = sorted({base_preset(str(g.get("preset") or g["group"]))[1]
                                for g in members})
