@@ -199,17 +199,21 @@ def table1_claims(groups: Sequence[Mapping[str, Any]], variant: str = "cpu") -> 
                             "highest first: " + _listing({n: errors[n] for n in ranked}, 1)))
     else:
         claims.append(Claim(statement, None, "needs E_eq of the VAE, TVAE L=0 and another row"))
+    claims.append(_vae_at_chance(rows, "vae-mnist"))
+    return claims
+
+
+def _vae_at_chance(rows: Mapping[str, Mapping[str, Any]], vae: str) -> Claim:
+    """The VAE row ``vae`` has a mean equivariance ratio within :data:`CHANCE_TOLERANCE` of 1."""
     statement = (f"The VAE is at chance level: its mean equivariance ratio is within "
                  f"{CHANCE_TOLERANCE} of 1.")
-    ratio = _values(rows, ["vae-mnist"], "equivariance_ratio")
-    if ratio:
-        mean, std = ratio["vae-mnist"]
-        claims.append(Claim(statement, abs(mean - 1.0) <= CHANCE_TOLERANCE,
-                            f"VAE ratio {_fmt(mean, 3)}"
-                            + (f" ± {_fmt(std, 3)}" if std is not None else " (one seed)")))
-    else:
-        claims.append(Claim(statement, None, "needs the equivariance ratio of the VAE"))
-    return claims
+    ratio = _values(rows, [vae], "equivariance_ratio")
+    if not ratio:
+        return Claim(statement, None, "needs the equivariance ratio of the VAE")
+    mean, std = ratio[vae]
+    return Claim(statement, abs(mean - 1.0) <= CHANCE_TOLERANCE,
+                 f"VAE ratio {_fmt(mean, 3)}"
+                 + (f" ± {_fmt(std, 3)}" if std is not None else " (one seed)"))
 
 
 def _rows_of(groups: Sequence[Mapping[str, Any]], table: Sequence[str], variant: str
@@ -259,16 +263,7 @@ def table2_claims(groups: Sequence[Mapping[str, Any]], variant: str = "cpu") -> 
             "Every shifting TVAE has a higher capsule-offset correlation than the VAE, TVAE L=0 "
             "and BubbleVAE."),
     ]
-    statement = (f"The VAE is at chance level: its mean equivariance ratio is within "
-                 f"{CHANCE_TOLERANCE} of 1.")
-    ratio = _values(rows, ["vae-dsprites"], "equivariance_ratio")
-    if ratio:
-        mean, std = ratio["vae-dsprites"]
-        claims.append(Claim(statement, abs(mean - 1.0) <= CHANCE_TOLERANCE,
-                            f"VAE ratio {_fmt(mean, 3)}"
-                            + (f" ± {_fmt(std, 3)}" if std is not None else " (one seed)")))
-    else:
-        claims.append(Claim(statement, None, "needs the equivariance ratio of the VAE"))
+    claims.append(_vae_at_chance(rows, "vae-dsprites"))
     return claims
 
 
