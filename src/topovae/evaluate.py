@@ -271,13 +271,15 @@ class _EncodedGrid:
 
 
 def _images_requested(names: Sequence[str], n: int) -> int:
-    """How many images the disentanglement metrics ``names`` render with ``n`` samples."""
-    per_point = {"mig": 1, "sap": 1, "dci": 1}
-    total = int(1.5 * n) if set(per_point) & set(names) else 0
+    """How many images the disentanglement metrics ``names`` render with ``n`` samples (the
+    sample sizes of :func:`_disentanglement`: ``n`` training and ``n // 2`` test points; votes
+    and points of the FactorVAE and beta-VAE scores are batches of 64 images, or pairs)."""
+    points = n + max(1, n // 2)
+    total = points if {"mig", "sap", "dci"} & set(names) else 0
     if "factor_vae" in names:
-        total += int(1.5 * n) * 64 + n
+        total += points * 64 + n  # votes, and the points of the global variances
     if "beta_vae" in names:
-        total += int(1.5 * n) * 128
+        total += points * 2 * 64
     return total
 
 
