@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="= train.seed (model init, data and noise)")
     train.add_argument("--data-dir", type=Path, help="= data.data_dir (folder with the data files)")
     train.add_argument("--devices", type=int, help="= train.devices (DDP when > 1)")
+    train.add_argument("--num-nodes", type=int, metavar="N",
+                       help="= train.num_nodes: machines of a multi-node run started by torchrun "
+                            "or srun (see docs/scaling.md)")
     train.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="= train.accelerator")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -137,7 +139,7 @@ def _experiment_from_args(args: argparse.Namespace) -> Any:
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"max_epochs": "train.max_epochs", "max_steps": "train.max_steps",
              "max_time": "train.max_time", "seed": "train.seed", "devices": "train.devices",
-             "accelerator": "train.accelerator"}
+             "num_nodes": "train.num_nodes", "accelerator": "train.accelerator"}
     out = {key: getattr(args, attr) for attr, key in flags.items()
            if getattr(args, attr, None) is not None}
     if getattr(args, "data_dir", None) is not None:
@@ -155,8 +157,10 @@ def _check_data(experiment: Any) -> None:
 
 
 def _is_worker_rank() -> bool:
-    """True in the processes that Lightning's DDP launcher starts for ranks > 0."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    """True in every process but global rank 0 (Lightning's DDP launcher, torchrun, srun)."""
+    from topovae.training.distributed import is_global_zero_process
+
+    return not is_global_zero_process()
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -178,10 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             if args.overrides:
                 raise ValueError("--resume takes no KEY=VALUE overrides (only --max-epochs, "
-                                 "--max-steps, --max-time)")
+                                 "--max-steps, --max-time, --devices, --num-nodes)")
             experiment = read_run_config(args.resume)
             limits = {k.split(".", 1)[1]: v for k, v in _flag_overrides(args).items()
-                      if k in ("train.max_epochs", "train.max_steps", "train.max_time")}
+                      if k in ("train.max_epochs", "train.max_steps", "train.max_time",
+                               "train.devices", "train.num_nodes")}
             experiment.train.replace(**limits)  # validates
             _check_data(experiment)
             result = resume(args.resume, **limits)

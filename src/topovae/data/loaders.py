@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from .sequences import SEQUENCES, Builder, build_sequences
+from .sequences import SEQUENCES, Builder, RowGenerators, RowSeededBuilder, build_sequences
 from .sources import SOURCES, ImageSource, build_source
 
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
@@ -87,6 +87,12 @@ class SequenceLoader:
     ``prefetch``: how many batches the consumer fetches ahead of the one it is training on;
     ``state_dict`` subtracts them so that a resume restarts on the first batch not yet trained on.
     PyTorch Lightning's default fetcher prefetches one batch: set ``prefetch=1`` under Lightning.
+    ``seed_per_sequence``: draw the transformations of every sequence from its own generator,
+    seeded by (seed, stream, epoch, position in the epoch), instead of one generator per batch.
+    Then a sequence does not depend on the batch size or on which batch holds it: the batches
+    ``k W .. k W + W - 1`` of a loader with batch size ``b``, concatenated, are exactly batch
+    ``k`` of the same loader with batch size ``W b`` (what data-parallel training relies on; see
+    ``docs/scaling.md``). Training loaders use it; the fixed evaluation sets keep per-batch seeds.
     ``threads``: intra-op CPU threads used while generating a batch (restored afterwards; None
     keeps the global setting). The warps are too small to gain from threads, and on a busy
     machine a multi-threaded ``grid_sample`` of one batch was measured 50-100x slower (waiting
@@ -107,6 +113,7 @@ class SequenceLoader:
         device: str | torch.device | None = None,
         prefetch: int = 0,
         threads: int | None = 1,
+        seed_per_sequence: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -126,6 +133,8 @@ class SequenceLoader:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         self.threads = threads
         self.device = torch.device(device) if device is not None else None
+        self.seed_per_sequence = seed_per_sequence
+        self._sequence_seeds: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))
         self.epoch = 0
         self.next_batch = 0
         self._order_cache: tuple[int, np.ndarray] = (-1, self.indices)
@@ -152,9 +161,36 @@ class SequenceLoader:
         if not 0 <= index < len(self):
             raise ValueError(f"batch index {index} out of range [0, {len(self)})")
         rows = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.seed_per_sequence:
+            first = index * self.batch_size
+            return self._make_sequences(rows, self.sequence_seeds(epoch)[first : first + len(rows)])
         return self._make(rows, _seed_of(self.seed, self.stream, epoch, index, 7))
 
-    def _make(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
+    def sequence_seeds(self, epoch: int) -> np.ndarray:
+        """The generator seed of every position of ``epoch`` (with ``seed_per_sequence``)."""
+        if self._sequence_seeds[0] != epoch:
+            words = np.random.SeedSequence([self.seed, self.stream, epoch, 11]).generate_state(
+                len(self.indices), dtype=np.uint64)
+            self._sequence_seeds = (epoch, (words >> np.uint64(1)).astype(np.int64))
+        return self._sequence_seeds[1]
+
+    def _make_sequences(self, rows: np.ndarray, seeds: np.ndarray) -> dict[str, Any]:
+        if isinstance(self.builder, RowSeededBuilder):  # one call, a generator per row
+            return self._make(rows, [int(seed) for seed in seeds])
+        # any other builder: one call per sequence with its own generator, joined
+        previous = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            parts = [self._generate(rows[i : i + 1], int(seeds[i])) for i in range(len(rows))]
+        finally:
+            torch.set_num_threads(previous)
+        return {"x": torch.cat([p["x"] for p in parts]),
+                "factors": {name: torch.cat([p["factors"][name] for p in parts])
+                            for name in parts[0]["factors"]},
+                "labels": torch.cat([p["labels"] for p in parts])}
+
+    def _make(self, rows: np.ndarray, seed: int | list[int]) -> dict[str, Any]:
         if self.threads is None or self.threads == torch.get_num_threads():
             return self._generate(rows, seed)
         previous = torch.get_num_threads()
@@ -164,8 +200,12 @@ class SequenceLoader:
         finally:
             torch.set_num_threads(previous)
 
-    def _generate(self, rows: np.ndarray, seed: int) -> dict[str, Any]:
-        generator = torch.Generator().manual_seed(seed)
+    def _generate(self, rows: np.ndarray, seed: int | list[int]) -> dict[str, Any]:
+        generator: torch.Generator | RowGenerators
+        if isinstance(seed, list):
+            generator = RowGenerators([torch.Generator().manual_seed(s) for s in seed])
+        else:
+            generator = torch.Generator().manual_seed(seed)
         rows_t = torch.from_numpy(rows)
         images = None
         if self.source.images is not None:
@@ -278,6 +318,7 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         stream=TRAIN_STREAM,
         shuffle=True,
         drop_last=True,
+        seed_per_sequence=True,
         **common,
     )
     val = SequenceLoader(

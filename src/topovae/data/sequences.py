@@ -77,7 +77,35 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
-def _randint(high: int, size: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+class RowGenerators:
+    """One ``torch.Generator`` per row of a batch: the draws of row ``i`` come from the ``i``-th.
+
+    Builders that subclass :class:`RowSeededBuilder` accept it in place of a generator, so that a
+    loader can seed every sequence on its own and still build the batch in one call.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator]):
+        if not generators:
+            raise ValueError("RowGenerators needs at least one generator")
+        self.generators = list(generators)
+        self.device = self.generators[0].device
+
+
+class RowSeededBuilder:
+    """Marks a builder whose randomness all goes through ``_randint``: it takes
+    :class:`RowGenerators` and then row ``i`` equals the same builder called on row ``i`` alone
+    with the ``i``-th generator."""
+
+
+def _randint(
+    high: int, size: tuple[int, ...], generator: torch.Generator | RowGenerators
+) -> torch.Tensor:
+    if isinstance(generator, RowGenerators):
+        if size[0] != len(generator.generators):
+            raise ValueError(f"{len(generator.generators)} row generators for {size[0]} rows")
+        rows = [torch.randint(0, high, size[1:], generator=g, device=g.device)
+                for g in generator.generators]
+        return torch.stack(rows)
     return torch.randint(0, high, size, generator=generator, device=generator.device)
 
 
@@ -121,7 +149,7 @@ def _values(angle_idx, hue_idx, scale_idx, device):
     )
 
 
-class SingleFactorSequences:
+class SingleFactorSequences(RowSeededBuilder):
     """The paper's MNIST protocol: one factor of ``transforms`` varies per sequence.
 
     Factors in ``transforms`` that do not vary are fixed at random values of their sets; factors
@@ -161,7 +189,7 @@ class SingleFactorSequences:
         return SequenceBatch(x, values)
 
 
-class JointSequences:
+class JointSequences(RowSeededBuilder):
     """Rotation (or a 3-D perspective turn, ``phi = gamma = angle``) and hue step together; the
     scale is fixed at a random value of its set. Used for the generalisation test (train on
     single-factor sequences, test on these) and the complex-transformation figures."""
@@ -189,7 +217,7 @@ class JointSequences:
         return SequenceBatch(x, values)
 
 
-class DSpritesSequences:
+class DSpritesSequences(RowSeededBuilder):
     """The dSprites protocol: S = 15; each sequence steps one of posX, posY, orientation or scale
     (chosen uniformly) forward by one index of the protocol sub-grid per frame, cyclically, from
     the start factors given by the loader; frames are rendered by ``ground_truth``.
@@ -241,7 +269,7 @@ class DSpritesSequences:
         return SequenceBatch(x, values)
 
 
-class SingleImages:
+class SingleImages(RowSeededBuilder):
     """Plain batches of single images (S = 1), e.g. for the 2-D topographic map."""
 
     seq_len = 1

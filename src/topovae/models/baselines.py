@@ -57,6 +57,7 @@ from torch import nn
 from topovae.config import Config
 from topovae.models.base import GenerativeModel, ModelOutput, check_sequences, register_model
 from topovae.models.networks import bernoulli_nll, build_decoder, build_encoder
+from topovae.models.noise import standard_normal_like
 
 __all__ = [
     "BetaVAEConfig", "BetaVAE", "BetaTCVAEConfig", "BetaTCVAE", "FactorVAEConfig", "FactorVAE",
@@ -286,7 +287,7 @@ class _GaussianVAE(GenerativeModel):
         batch, steps = x.shape[:2]
         images = x.flatten(0, 1)
         mu, logvar = self.encode(images)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * standard_normal_like(mu)
         logits = self.decode(z)
         recon = bernoulli_nll(logits, images)
         kl = gaussian_kl(mu, logvar)

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from topovae.config import Config
 from topovae.models.base import GenerativeModel, ModelOutput, check_sequences, register_model
 from topovae.models.networks import build_decoder, build_encoder
+from topovae.models.noise import standard_normal_like
 from topovae.topography import Topography
 
 __all__ = ["TVAEConfig", "TVAE", "Posterior"]
@@ -296,11 +297,11 @@ class TVAE(GenerativeModel):
         d = self.latent_dim
         z_stats, u_stats = self._encode_frames(x.reshape(n_images, *x.shape[2:]))
         z_mean, z_logvar = z_stats[:, :d], z_stats[:, d:]
-        z = z_mean + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mean)
+        z = z_mean + torch.exp(0.5 * z_logvar) * standard_normal_like(z_mean)
         kl_z = _gaussian_kl(z_mean, z_logvar) / n_images
         if u_stats is not None:
             u_mean, u_logvar = u_stats[:, :d], u_stats[:, d:]
-            u = u_mean + torch.exp(0.5 * u_logvar) * torch.randn_like(u_mean)
+            u = u_mean + torch.exp(0.5 * u_logvar) * standard_normal_like(u_mean)
             kl_u = _gaussian_kl(u_mean, u_logvar) / n_images
             t = self._codes(z.view(b, s, d), u.view(b, s, d), self.topography)
         else:

@@ -82,6 +82,7 @@ class TrainConfig(Config):
     max_time: float | None = None
     seed: int = 0
     devices: int = 1
+    num_nodes: int = 1
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     strategy: str = "auto"
     precision: str = "32-true"
@@ -105,6 +106,8 @@ class TrainConfig(Config):
             raise ValueError(f"train.max_time must be positive seconds, got {self.max_time}")
         if self.devices < 1:
             raise ValueError(f"train.devices must be >= 1, got {self.devices}")
+        if self.num_nodes < 1:
+            raise ValueError(f"train.num_nodes must be >= 1, got {self.num_nodes}")
         if self.kl_warmup_steps < 0:
             raise ValueError(f"train.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -39,6 +39,11 @@ from topovae.training.checkpoint import (
     FaultInjection,
     PeriodicCheckpoint,
 )
+from topovae.training.distributed import (
+    DistributedRun,
+    check_resume_world_size,
+    is_global_zero_process,
+)
 from topovae.training.experiment import ExperimentConfig
 from topovae.training.module import EpochBatches, NonFiniteLossError, TopoVAEModule
 from topovae.training.run import (
@@ -194,6 +199,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
     if cfg.progress_bar:
         callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
+    distributed = DistributedRun(experiment.data.batch_size, experiment.data.seq_len,
+                                 machine_description)
+    callbacks.append(distributed)
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
@@ -209,6 +217,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         strategy=_strategy(experiment),
         precision=cfg.precision,
         max_epochs=cfg.max_epochs,
@@ -228,6 +237,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         use_distributed_sampler=False,
     )
     trainer_holder["trainer"] = trainer
+    if resume:
+        check_resume_world_size(checkpoint_path, trainer.world_size, trainer.num_nodes,
+                                trainer.num_devices)
     if trainer.is_global_zero:
         loggers[0].log_hyperparams(experiment.resolved().to_dict())
 
@@ -249,7 +261,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     last_loss = float(metrics["loss"]) if "loss" in metrics else None
     if trainer.is_global_zero:
         _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
-                             resume=resume)
+                             resume=resume, processes=distributed.summary(trainer))
     return FitResult(run_dir=run_dir, steps=steps_fn(), epochs_completed=int(trainer.current_epoch),
                      last_loss=last_loss, checkpoint=checkpoint_path)
 
@@ -282,8 +294,11 @@ def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 
 def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, steps: int, *,
-                         resume: bool) -> None:
+                         resume: bool, processes: dict[str, Any] | None = None) -> None:
     """Add this session to ``RUN/train_summary.json`` (``train_seconds`` sums the sessions).
+
+    ``processes`` (from :class:`DistributedRun`) adds the world size, the per-device and global
+    batch sizes, every node's machine and every rank's weight digest, to the session and the top.
 
     A session killed before it ends is not counted: only sessions that reach the end of
     :func:`fit` add their wall time.
@@ -298,11 +313,11 @@ def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, step
     machine = machine_description(trainer)
     sessions.append({"seconds": round(seconds, 2), "steps_end": int(steps), "resumed": resume,
                      "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                     "machine": machine})
+                     "machine": machine, **(processes or {})})
     atomic_write_json(path, {
         "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
         "steps": int(steps), "epochs_completed": int(trainer.current_epoch),
-        "sessions": sessions, "machine": machine})
+        "sessions": sessions, "machine": machine, **(processes or {})})
 
 
 def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
@@ -316,6 +331,6 @@ def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
     if train_overrides:
         experiment = dataclasses.replace(experiment,
                                          train=experiment.train.replace(**train_overrides))
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        if is_global_zero_process():
             atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
     return fit(experiment, run_dir, resume=True)
