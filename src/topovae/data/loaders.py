@@ -92,7 +92,8 @@ class SequenceLoader:
     Then a sequence does not depend on the batch size or on which batch holds it: the batches
     ``k W .. k W + W - 1`` of a loader with batch size ``b``, concatenated, are exactly batch
     ``k`` of the same loader with batch size ``W b`` (what data-parallel training relies on; see
-    ``docs/scaling.md``). Training loaders use it; the fixed evaluation sets keep per-batch seeds.
+    ``docs/scaling.md``). The training and validation loaders use it; the test set keeps
+    per-batch seeds (so that evaluations of earlier runs are unchanged).
     ``threads``: intra-op CPU threads used while generating a batch (restored afterwards; None
     keeps the global setting). The warps are too small to gain from threads, and on a busy
     machine a multi-threaded ``grid_sample`` of one batch was measured 50-100x slower (waiting
@@ -328,6 +329,7 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         stream=VAL_STREAM,
         shuffle=False,
         advance_epochs=False,
+        seed_per_sequence=True,
         **common,
     )
     test = SequenceLoader(

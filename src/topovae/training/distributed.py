@@ -30,6 +30,7 @@ from lightning.fabric.plugins.environments import (
     SLURMEnvironment,
     TorchElasticEnvironment,
 )
+from lightning.fabric.utilities.seed import reset_seed
 
 from topovae.models.noise import set_noise_shard
 
@@ -49,7 +50,11 @@ def is_global_zero_process() -> bool:
     and whose machines other than the first have ``NODE_RANK`` set.
     """
     for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment):
-        if env_type.detect():
+        try:
+            detected = env_type.detect()
+        except RuntimeError as err:  # e.g. Lightning refusing SLURM's --ntasks without per-node
+            raise ValueError(str(err)) from None
+        if detected:
             return int(env_type().global_rank()) == 0
     return all(int(os.environ.get(key, "0") or 0) == 0 for key in ("LOCAL_RANK", "NODE_RANK"))
 
@@ -101,6 +106,11 @@ class DistributedRun(L.Callback):
                 "global_batch_images": world * self.batch_size * self.seq_len}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning's DDP re-seeds every process from ``seed_everything``'s seed when it sets up
+        # the processes (after the model was built); doing the same in one process makes the
+        # RNG state at the first step the same however many processes train. A resumed run
+        # restores its RNG state from the checkpoint after this hook.
+        reset_seed()
         set_noise_shard(int(trainer.global_rank), int(trainer.world_size))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
