@@ -238,7 +238,7 @@ def test_killed_two_node_run_resumes_exactly_and_only_on_two_processes(
     assert all(node.returncode != 0 for node in nodes)
     assert not (out / "model.safetensors").exists()
     # another world size is refused before anything is written
-    before = (out / "checkpoints" / "last.ckpt").read_bytes()
+    before = [(out / name).read_bytes() for name in ("checkpoints/last.ckpt", "config.yaml")]
     refused = subprocess.run([sys.executable, "-m", "topovae.cli.main", "train", "--resume",
                               str(out), "--num-nodes", "1", "--no-progress"],
                              capture_output=True, text=True, env=_env(), timeout=240)
@@ -246,7 +246,8 @@ def test_killed_two_node_run_resumes_exactly_and_only_on_two_processes(
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("topovae: error: ") and "trained on 2 processes" in last
     assert "--num-nodes 2 --devices 1" in last
-    assert (out / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert [(out / name).read_bytes()
+            for name in ("checkpoints/last.ckpt", "config.yaml")] == before
     # the same world size continues exactly
     resumed = _two_nodes(["train", "--resume", str(out), "--no-progress"])
     for node in resumed:

@@ -331,6 +331,11 @@ def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
     if train_overrides:
         experiment = dataclasses.replace(experiment,
                                          train=experiment.train.replace(**train_overrides))
+        checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if checkpoint.exists():  # refuse another world size before config.yaml changes
+            cfg = experiment.train
+            check_resume_world_size(checkpoint, cfg.num_nodes * cfg.devices, cfg.num_nodes,
+                                    cfg.devices)
         if is_global_zero_process():
             atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
     return fit(experiment, run_dir, resume=True)
