@@ -101,7 +101,7 @@ def test_split_noise_gives_the_gradient_of_the_global_batch(mnist_dir: Path) -> 
         grads.append([p.grad.clone() for p in model.parameters()])
     # DDP averages the processes' gradients: that is the global batch's gradient
     assert sum(losses) / 2 == pytest.approx(float(out.loss.detach()), rel=1e-6)
-    for a, b, g in zip(*grads, expected):
+    for a, b, g in zip(*grads, expected, strict=True):
         assert torch.allclose((a + b) / 2, g, rtol=1e-4, atol=1e-4 * g.abs().max().item())
     # without the split each process would draw the same noise for different sequences
     torch.manual_seed(1)
@@ -113,7 +113,8 @@ def test_split_noise_gives_the_gradient_of_the_global_batch(mnist_dir: Path) -> 
 
 def test_only_global_rank_zero_is_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID",
-                "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_JOB_NAME", "LSB_JOBID"):
+                "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_JOB_NAME",
+                "LSB_JOBID"):
         monkeypatch.delenv(key, raising=False)
     assert is_global_zero_process()
     monkeypatch.setenv("NODE_RANK", "1")  # Lightning's launcher, second machine
@@ -187,11 +188,18 @@ def one_process(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def _assert_same_weights(run: Path, reference: Path, atol: float) -> None:
-    a, b = load_file(str(run / "model.safetensors")), load_file(str(reference / "model.safetensors"))
+    a = load_file(str(run / "model.safetensors"))
+    b = load_file(str(reference / "model.safetensors"))
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=0, atol=atol), \
             (name, float((a[name] - b[name]).abs().max()))
+
+
+def _files(run: Path) -> list[str]:
+    """The run folder's files (TensorBoard names its event files after the time and host)."""
+    names = [str(p.relative_to(run)) for p in run.rglob("*")]
+    return sorted(n.split(".out.tfevents.")[0] for n in names)
 
 
 def _check_summary(run: Path) -> None:
@@ -220,11 +228,7 @@ def test_two_nodes_under_torchrun_train_like_one_process(mnist_dir: Path, tmp_pa
     _assert_same_weights(out, one_process, atol=2e-6)
     _check_summary(out)
     # node 1 wrote nothing: the run folder holds exactly what one process writes
-    def files(run: Path) -> list[str]:  # TensorBoard names its file after time and host
-        names = [str(p.relative_to(run)) for p in run.rglob("*")]
-        return sorted(n.split(".out.tfevents.")[0] for n in names)
-
-    assert files(out) == files(one_process)
+    assert _files(out) == _files(one_process)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["topovae_world"]["world_size"] == 2 and ckpt["global_step"] == 6
 
@@ -254,3 +258,8 @@ def test_killed_two_node_run_resumes_exactly_and_only_on_two_processes(
         assert node.returncode == 0, node.stderr[-3000:]
     _assert_same_weights(out, one_process, atol=2e-6)
     _check_summary(out)
+    # node 1 wrote nothing while resuming either (the event files: one per session)
+    assert sorted(set(_files(out))) == sorted(set(_files(one_process)))
+    with (out / "logs" / "csv" / "metrics.csv").open() as file:
+        steps = [int(line.split(",")[2]) for line in list(file)[1:] if line.split(",")[1]]
+    assert steps == list(range(6)), "one row per step, the killed session's rows kept"

@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from topovae.data.loaders import build_data
 from topovae.models.base import build_model
@@ -128,6 +129,8 @@ class HistoryKeepingCSVLogger(CSVLogger):
     def experiment(self) -> Any:
         if self._experiment is not None:
             return self._experiment
+        if rank_zero_only.rank != 0:  # Lightning asks every rank; only rank 0 writes the log
+            return super().experiment
         path = Path(self.log_dir) / "metrics.csv"
         header: list[str] = []
         rows: list[dict[str, str]] = []
