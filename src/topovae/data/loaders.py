@@ -2,8 +2,10 @@
 
 :func:`build_data` turns a :class:`DataConfig` and a seed into train / validation / test loaders.
 Every batch is a pure function of ``(seed, stream, epoch, batch index)``: the epoch fixes the
-order of the images (a seeded permutation), the batch index fixes the transformations (a seeded
-generator per batch). Hence the same seed gives the same sequences however the batches are
+order of the images (a seeded permutation) and the transformations come from seeded generators,
+one per sequence for training and validation (seeded by the sequence's position in the epoch, so
+that a sequence does not depend on the batch size: see ``seed_per_sequence``) and one per batch
+for the test set. Hence the same seed gives the same sequences however the batches are
 produced, transformations are drawn afresh every time an image is used (each epoch), and a run
 killed mid-epoch resumes on exactly the batch it would have seen next: a loader's
 ``state_dict()`` is ``{"epoch", "next_batch"}`` (PyTorch Lightning saves and restores it for

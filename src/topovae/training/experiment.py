@@ -71,6 +71,9 @@ class TrainConfig(Config):
     to 1 over that many optimiser steps (``loss = recon + w * (loss - recon)``); 0 disables it.
     ``max_steps = -1`` and ``max_time = None`` mean no limit. ``checkpoint_every_n_steps`` writes
     ``checkpoints/last.ckpt`` (atomically) every that many steps, and always at the end.
+    ``devices`` per machine and ``num_nodes`` machines train data-parallel on
+    ``devices x num_nodes`` processes, each on its own ``data.batch_size`` sequences of every
+    global batch (``docs/scaling.md``).
     """
 
     optimizer: Literal["sgd", "adam"] = "adam"
