@@ -71,6 +71,9 @@ class TrainConfig(Config):
     to 1 over that many optimiser steps (``loss = recon + w * (loss - recon)``); 0 disables it.
     ``max_steps = -1`` and ``max_time = None`` mean no limit. ``checkpoint_every_n_steps`` writes
     ``checkpoints/last.ckpt`` (atomically) every that many steps, and always at the end.
+    ``eval_every_n_steps > 0`` measures the equivariance ratio and the roll-prediction gain every
+    that many steps on ``eval_sequences`` fixed held-out sequences (capsule models; see
+    :mod:`topovae.training.periodic_eval`); 0, the default, turns it off.
     """
 
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -91,6 +94,8 @@ class TrainConfig(Config):
     checkpoint_every_n_steps: int = 500
     val_batches: int = 20
     progress_bar: bool = True
+    eval_every_n_steps: int = 0
+    eval_sequences: int = 16
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -112,6 +117,11 @@ class TrainConfig(Config):
         for name in ("log_every_n_steps", "checkpoint_every_n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every_n_steps < 0:
+            raise ValueError("train.eval_every_n_steps must be >= 0 (0: off), got "
+                             f"{self.eval_every_n_steps}")
+        if self.eval_sequences < 2:
+            raise ValueError(f"train.eval_sequences must be >= 2, got {self.eval_sequences}")
         if self.val_batches < 0:
             raise ValueError(f"train.val_batches must be >= 0, got {self.val_batches}")
         if self.precision not in ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"):

@@ -194,6 +194,13 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
     if cfg.progress_bar:
         callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
+    if cfg.eval_every_n_steps > 0:
+        from topovae.training.periodic_eval import periodic_evaluation
+
+        evaluation = periodic_evaluation(model, bundle, cfg.eval_every_n_steps,
+                                         cfg.eval_sequences, steps_fn)
+        if evaluation is not None:
+            callbacks.append(evaluation)
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
