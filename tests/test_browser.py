@@ -19,9 +19,9 @@ import pytest
 import torch
 import yaml
 
-from chromium_driver import BrowserUnavailable, console_errors, start_chromium
 from test_report import assert_valid_png, make_run
 from topovae.report import build_report
+from topovae.report.browser import BrowserUnavailable, console_errors, start_chromium
 from topovae.report.compare_html import build_compare_html
 
 tvae = pytest.importorskip("topovae.models.tvae")

@@ -122,9 +122,20 @@ def capsule_explorer_data(model: Any, x: torch.Tensor) -> CapsuleExplorerData:
         nll_static=arr(nll_static.flatten(2).sum(-1)))
 
 
-def _heat(codes: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``(..., n_caps, cap_dim)`` codes -> viridis RGB ``(..., n_caps, cap_dim, 3)``."""
-    scaled = (codes - low) / max(high - low, 1e-12)
+def _standardise_capsules(*codes: np.ndarray) -> list[np.ndarray]:
+    """Each capsule of ``(S, n_caps, cap_dim)`` codes centred and scaled by its mean and standard
+    deviation over all given arrays' frames and units: the pattern inside a capsule, which a
+    roll moves, stays visible even when capsules differ much in level."""
+    stacked = np.concatenate(codes)
+    mean = stacked.mean(axis=(0, 2), keepdims=True)
+    std = stacked.std(axis=(0, 2), keepdims=True)
+    std = np.where(std > 1e-12, std, 1.0)
+    return [(c - mean) / std for c in codes]
+
+
+def _heat(codes: np.ndarray, span: float = 2.5) -> np.ndarray:
+    """Standardised codes -> viridis RGB (``-span`` to ``span`` standard deviations)."""
+    scaled = (codes + span) / (2 * span)
     return colormaps["viridis"](np.clip(scaled, 0.0, 1.0))[..., :3]
 
 
@@ -143,10 +154,8 @@ def capsule_explorer_html(data: CapsuleExplorerData, *, sequence_labels: list[st
     for i in range(n):
         sprite = _strip([_rgb_frames(data.truth[i]), _rgb_frames(data.rolled[i]),
                          _rgb_frames(data.rolled_context[i])])
-        codes = np.concatenate([data.rolled_codes[i], data.frame_codes[i]])
-        low, high = np.percentile(codes, [1, 99])
-        heat = _strip([_heat(data.rolled_codes[i], low, high),
-                       _heat(data.frame_codes[i], low, high)])
+        rolled, frame = _standardise_capsules(data.rolled_codes[i], data.frame_codes[i])
+        heat = _strip([_heat(rolled), _heat(frame)])
         hidden = "" if i == 0 else " hidden"
         images.append(f'<img class="cx-sprite" data-seq="{i}" src="{png_data_uri(sprite)}" '
                       f'alt="{html.escape(labels[i])}: true frames, rolled decodes of frame 0 '
@@ -190,8 +199,9 @@ def capsule_explorer_html(data: CapsuleExplorerData, *, sequence_labels: list[st
 <div class="cx-marker" id="cx-marker"></div></div>
 <p class="caption">The whole sequence: true frames (top row), rolled decodes of frame 0 alone
 (middle), from its sequence (bottom); the frame shown above is outlined. Drag the slider or use
-the arrow keys; heat maps share one colour scale per sequence (1st to 99th percentile,
-viridis).</p>
+the arrow keys. Heat maps: one row per capsule, one column per unit; each capsule is centred
+and scaled by its mean and standard deviation over the sequence (viridis, -2.5 to 2.5 standard
+deviations), so the pattern a roll moves sideways stays visible.</p>
 <div hidden>{"".join(heats)}</div>
 {_json_script("cx-data", config)}
 <script>{_CAPSULE_JS}</script>

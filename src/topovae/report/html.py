@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import html
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,13 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
     if subtitle:
         parts.append(f"<p>{html.escape(subtitle)}</p>")
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        slug = re.sub(r"[^a-z0-9]+", "-", section.title.lower()).strip("-")
+        parts.append(f'<section id="{slug}"><h2>{html.escape(section.title)}</h2>')
         if section.body:
             parts.append(section.body)
         if section.note:
             parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -108,13 +111,17 @@ def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | Non
     for make in makers:
         try:
             iterator = make()
-            xs, labels = [], []
+            xs, labels, varied = [], [], []
             count = 0
             for batch in iterator:
                 x = batch["x"] if isinstance(batch, Mapping) else batch
                 xs.append(x)
                 if isinstance(batch, Mapping) and batch.get("labels") is not None:
                     labels.append(batch["labels"])
+                factors = batch.get("factors") if isinstance(batch, Mapping) else None
+                if isinstance(factors, Mapping) and isinstance(factors.get("varied"),
+                                                               torch.Tensor):
+                    varied.append(factors["varied"][:, 0])
                 count += x.shape[0] * x.shape[1]
                 if count >= max_images:
                     break
@@ -124,6 +131,8 @@ def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | Non
             out = {"x": torch.cat(xs)}
             if len(labels) == len(xs):
                 out["labels"] = torch.cat(labels)
+            if len(varied) == len(xs):
+                out["varied"] = torch.cat(varied)
             return out
     return None
 
@@ -148,6 +157,15 @@ def _test_batch(config: Mapping[str, Any], seed: int, max_images: int
             continue
         batch = _first_batches(split, max_images)
         if batch is not None:
+            from topovae.data.sequences import FACTORS, DSpritesSequences
+
+            builder = data_config.test_sequences or data_config.sequences
+            names = {"single_factor": FACTORS, "dsprites": DSpritesSequences.STEPPED}.get(
+                str(builder))
+            if names is None:
+                batch.pop("varied", None)
+            else:
+                batch["varied_names"] = names
             return batch, f"{split_name} split"
     return None, "the data bundle yielded no batches"
 
@@ -313,10 +331,13 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
     if hasattr(model, "latent_codes") and hasattr(model, "decode") and n_frames > 1:
         try:
             explore = explorer.capsule_explorer_data(model, x[:max(n_sequences, 8)])
+            labels = _sequence_labels(batch.get("varied"), batch.get("varied_names"),
+                                      len(explore.truth))
         except (ValueError, RuntimeError) as err:
             sections.append(Section("Capsule explorer", note=f"not computed: {err}"))
         else:
-            sections.append(Section("Capsule explorer", explorer.capsule_explorer_html(explore)
+            sections.append(Section("Capsule explorer", explorer.capsule_explorer_html(
+                explore, sequence_labels=labels)
                                     + '<p class="caption">' + html.escape(
                 "Pick a test sequence and drag the slider: k = 0 .. S-1. An equivariant "
                 "capsule code turns the transformation of the input into a roll of every "
@@ -415,3 +436,12 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
 def _samples_sequences(model: Any) -> bool:
     """True if ``model.sample(n)`` returns sequences ``(n, S, C, H, W)`` (the TVAE does)."""
     return hasattr(model, "latent_codes")
+
+
+def _sequence_labels(varied: Any, names: Any, n: int) -> list[str] | None:
+    """``"test sequence 3 (hue)"`` from the index of the factor each sequence varies."""
+    if not isinstance(varied, torch.Tensor) or len(varied) < n or not names:
+        return None
+    found = [names[int(v)] if 0 <= int(v) < len(names) else None for v in varied[:n]]
+    return [f"test sequence {i + 1}" + (f" ({name})" if name else "")
+            for i, name in enumerate(found)]

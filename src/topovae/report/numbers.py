@@ -25,13 +25,16 @@ __all__ = ["metrics_tables_html", "per_transformation_html", "data_budget_text",
            "control_text", "NUMBERS_STYLE"]
 
 NUMBERS_STYLE = """
-table.metrics{margin:.3em 0 1em} table.metrics td.value{font-weight:600;text-align:right;
-white-space:nowrap} table.metrics td.control{white-space:nowrap} table.metrics td.meaning{
+table.metrics{margin:.3em 0 1em} table.grouped{width:100%;table-layout:fixed}
+table.metrics td.value{font-weight:600;text-align:right;white-space:nowrap}
+table.metrics td.meaning{
 color:#555;font-size:.9em;max-width:420px} table.metrics td.unit{color:#555;font-size:.88em}
 h3{font-size:1em;margin:1em 0 .2em;text-transform:capitalize} td.num{text-align:right;
 white-space:nowrap} .better{color:#777;font-size:.85em}
 """
 
+_COLUMNS = ('<colgroup><col style="width:21%"><col style="width:9%"><col style="width:16%">'
+            '<col style="width:24%"><col style="width:30%"></colgroup>')
 _ARROW = {"lower": "lower is better", "higher": "higher is better"}
 
 
@@ -73,8 +76,8 @@ def metrics_tables_html(metrics: Mapping[str, Any]) -> str:
                 + (f'<br><span class="better">{better}</span>' if better else "")
                 + f'</td><td class="control">{controls or "–"}</td>'
                 f'<td class="meaning">{meaning}</td></tr>')
-        parts.append(f"<h3>{html.escape(group)}</h3><table class=\"metrics\">{''.join(rows)}"
-                     "</table>")
+        parts.append(f'<h3>{html.escape(group)}</h3><table class="metrics grouped">{_COLUMNS}'
+                     f"{''.join(rows)}</table>")
     return "\n".join(parts)
 
 
@@ -94,7 +97,7 @@ def per_transformation_html(block: Any) -> str:
         cells = "".join(f'<td class="num">{format_number(entry.get(d.key), d.digits)}</td>'
                         for d in columns)
         rows.append(f"<tr><th>{html.escape(str(name))}</th>{cells}</tr>")
-    legend = "; ".join(f"{d.label}: {d.meaning}" for d in columns)
+    legend = "; ".join(f"{d.label}: {d.meaning.rstrip('.')}" for d in columns) + "."
     return (f'<table class="metrics per-transformation">{"".join(rows)}</table>'
             f'<p class="caption">{html.escape(legend)}</p>')
 

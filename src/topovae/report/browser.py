@@ -1,4 +1,4 @@
-"""Headless Chromium driven by selenium, for the tests that open the HTML pages (no network).
+"""Headless Chromium driven by selenium: the browser tests and the README screenshots (offline).
 
 ``CHROMIUM`` / ``CHROMEDRIVER`` (environment) name the binaries; by default Debian's
 ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``).
