@@ -140,3 +140,19 @@ def test_compare_page_aggregates_seeds_by_experiment(tmp_path: Path) -> None:
     assert "-305.00 ± 7.07" in text and "0.900" in text and "-200.00" in text
     assert "paper's protocol: -90.00 (n=1)" in text  # one of two runs has it
     assert "no traversal" in text  # the runs have no report yet
+
+
+def test_cli_compare_html(tmp_path: Path, capsys) -> None:
+    from topovae.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"equivariance_ratio": 0.5}))
+    out = tmp_path / "pages" / "compare.html"
+    assert main(["compare", str(run), "--html", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith(f"compare page: {out}") and "| run |" in printed
+    assert "0.500" in visible_text(out.read_text())
+    assert main(["compare", str(run), "--html", str(tmp_path)]) == 2  # a folder: one-line error
+    captured = capsys.readouterr()
+    assert "is a directory" in captured.err and captured.out == ""

@@ -257,11 +257,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         from topovae.report.compare import compare
 
-        print(compare(args.runs, by=args.by, fmt=args.format))
+        table = compare(args.runs, by=args.by, fmt=args.format)
+        page = None
         if args.html is not None:
             from topovae.report.compare_html import build_compare_html
 
-            print(f"compare page: {build_compare_html(args.runs, args.html)}")
+            page = build_compare_html(args.runs, args.html)
+        print(table)
+        if page is not None:
+            print(f"compare page: {page}")
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
     return 0
