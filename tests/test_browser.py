@@ -192,3 +192,6 @@ def test_compare_page_in_browser(driver: Any, tmp_path: Path) -> None:
     text = driver.find_element(By.TAG_NAME, "body").text
     assert "0.475 ± 0.035" in text  # mean ± sample std of the two seeds' ratios
     assert len(driver.find_elements(By.CSS_SELECTOR, "img.traversal")) == 2
+    # the table fits the window: nothing hidden behind a horizontal scroll
+    assert driver.execute_script(
+        "var w = document.querySelector('.wide'); return w.scrollWidth <= w.clientWidth;")

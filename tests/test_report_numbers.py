@@ -68,7 +68,7 @@ def test_grouped_tables_with_units_and_controls_beside_values() -> None:
     assert "0.900 (same network untrained)" in text
     assert "410.0 (predicting no change): 30.0 nats better" in text
     assert "0.050 (units shuffled on the map)" in text and "-330.25" in text
-    assert "(10 samples)" in text  # the number of importance samples, in words
+    assert "(10 importance samples)" in text  # the number of importance samples, in words
     assert "{" not in text and "protocol" not in text  # no raw JSON; absent keys render nothing
 
 

@@ -30,15 +30,17 @@ __all__ = ["build_compare_html", "compare_html"]
 
 _STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1300px;padding:0 1em;color:#222;line-height:1.45} h1{font-size:1.6em}
+max-width:96vw;padding:0 1em;color:#222;line-height:1.45} h1{font-size:1.6em}
 h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ccc;padding:.25em .5em}
+table{border-collapse:collapse;font-size:.85em} td,th{border:1px solid #ccc;padding:.25em .4em;
+vertical-align:top}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;white-space:nowrap}
 th.group{text-align:center;text-transform:capitalize;background:#e9eef5}
-.control{color:#666;font-size:.88em} .wide{overflow-x:auto;max-width:100%}
+.control{color:#666;font-size:.85em;white-space:normal;display:inline-block;max-width:11em}
+.wide{overflow-x:auto;max-width:100%}
 th small{font-weight:normal;color:#555} .legend{font-size:.88em;color:#444;max-width:1000px}
 .legend dt{font-weight:600} .legend dd{margin:0 0 .4em 1.2em}
-.traversals{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
+.traversals{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1em}
 .traversals figure{margin:0;border:1px solid #ddd;padding:.5em;border-radius:4px}
 .traversals img{width:100%;height:auto;image-rendering:pixelated}
 figcaption{font-size:.88em;color:#444} p.note{color:#777;font-style:italic}
@@ -97,7 +99,8 @@ def _main_table(groups: dict[str, list[RunRecord]], records: Sequence[RunRecord]
     head = "".join(f'<th title="{html.escape(d.meaning)}">{html.escape(d.label)}'
                    f"<br><small>{html.escape(d.unit)}</small></th>" for d in columns)
     rows = [f'<tr><th rowspan="2">experiment</th><th rowspan="2">model</th>'
-            f'<th rowspan="2">runs (seeds)</th><th rowspan="2">train time</th>{top}</tr>',
+            f'<th rowspan="2">runs (seeds)</th><th rowspan="2">train time<br><small>min</small>'
+            f"</th>{top}</tr>",
             f"<tr>{head}</tr>"]
     for name, members in groups.items():
         models = sorted({r.model for r in members if r.model})
@@ -107,7 +110,7 @@ def _main_table(groups: dict[str, list[RunRecord]], records: Sequence[RunRecord]
         cells = "".join(_value_cell(d, members) for d in columns)
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{html.escape('/'.join(models))}</td>"
                     f'<td class="num">{len(members)} ({html.escape(seeds or "–")})</td>'
-                    f'<td class="num">{_cell(minutes, 1, len(members))} min</td>{cells}</tr>')
+                    f'<td class="num">{_cell(minutes, 1, len(members))}</td>{cells}</tr>')
     return f'<div class="wide"><table>{"".join(rows)}</table></div>'
 
 
@@ -124,7 +127,12 @@ def _legend(records: Sequence[RunRecord]) -> str:
     return f'<dl class="legend">{"".join(items)}</dl>' if items else ""
 
 
-def _per_transformation(groups: dict[str, list[RunRecord]]) -> str:
+def _per_transformation(groups: dict[str, list[RunRecord]], records: Sequence[RunRecord]
+                        ) -> str:
+    every = [b for r in records for b in (r.metrics.get("per_transformation") or {}).values()
+             if isinstance(b, dict)]
+    columns = [d for d in PER_TRANSFORMATION if d.key != "n_sequences"
+               and any(finite(b.get(d.key)) is not None for b in every)]
     rows = []
     for name, members in groups.items():
         blocks = [r.metrics.get("per_transformation") for r in members]
@@ -136,13 +144,13 @@ def _per_transformation(groups: dict[str, list[RunRecord]]) -> str:
             entries = [b.get(transformation) or {} for b in blocks]
             cells = "".join(
                 f'<td class="num">{_cell([finite(e.get(d.key)) for e in entries], d.digits, len(members))}</td>'  # noqa: E501
-                for d in PER_TRANSFORMATION if d.key != "n_sequences")
+                for d in columns)
             rows.append(f"<tr><th>{html.escape(name)}</th><td>{html.escape(transformation)}"
                         f"</td>{cells}</tr>")
     if not rows:
         return ""
     head = "".join(f'<th title="{html.escape(d.meaning)}">{html.escape(d.label)}</th>'
-                   for d in PER_TRANSFORMATION if d.key != "n_sequences")
+                   for d in columns)
     return (f"<h2>Per transformation</h2><table><tr><th>experiment</th><th>transformation</th>"
             f"{head}</tr>{''.join(rows)}</table>")
 
@@ -179,10 +187,10 @@ def compare_html(run_dirs: Sequence[str | Path], out_dir: str | Path = ".") -> s
     intro = (f"{len(records)} run{'s' if len(records) != 1 else ''} in {len(groups)} "
              f"experiment{'s' if len(groups) != 1 else ''}. Each cell: mean ± sample standard "
              "deviation (ddof = 1) over the experiment's seeds; (n=k) when only k of its runs "
-             "have the measurement. Controls sit right of the value they qualify.")
+             "have the measurement. Controls are shown under the value they qualify.")
     body = [f"<h1>topovae comparison</h1><p>{html.escape(intro)}</p>",
             "<h2>Measurements</h2>", _main_table(groups, records), _legend(records),
-            _per_transformation(groups), _traversals(records, Path(out_dir))]
+            _per_transformation(groups, records), _traversals(records, Path(out_dir))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>topovae comparison</title><style>{_STYLE}</style></head><body>"
             + "\n".join(b for b in body if b) + "</body></html>")

@@ -154,7 +154,8 @@ def capsule_explorer_html(data: CapsuleExplorerData, *, sequence_labels: list[st
     for i in range(n):
         sprite = _strip([_rgb_frames(data.truth[i]), _rgb_frames(data.rolled[i]),
                          _rgb_frames(data.rolled_context[i])])
-        rolled, frame = _standardise_capsules(data.rolled_codes[i], data.frame_codes[i])
+        (rolled,) = _standardise_capsules(data.rolled_codes[i])
+        (frame,) = _standardise_capsules(data.frame_codes[i])
         heat = _strip([_heat(rolled), _heat(frame)])
         hidden = "" if i == 0 else " hidden"
         images.append(f'<img class="cx-sprite" data-seq="{i}" src="{png_data_uri(sprite)}" '
@@ -199,9 +200,9 @@ def capsule_explorer_html(data: CapsuleExplorerData, *, sequence_labels: list[st
 <div class="cx-marker" id="cx-marker"></div></div>
 <p class="caption">The whole sequence: true frames (top row), rolled decodes of frame 0 alone
 (middle), from its sequence (bottom); the frame shown above is outlined. Drag the slider or use
-the arrow keys. Heat maps: one row per capsule, one column per unit; each capsule is centred
-and scaled by its mean and standard deviation over the sequence (viridis, -2.5 to 2.5 standard
-deviations), so the pattern a roll moves sideways stays visible.</p>
+the arrow keys. Heat maps: one row per capsule, one column per unit; in each map every capsule
+is centred and scaled by its own mean and standard deviation over the sequence (viridis, -2.5 to
+2.5 standard deviations), so the pattern a roll moves sideways stays visible.</p>
 <div hidden>{"".join(heats)}</div>
 {_json_script("cx-data", config)}
 <script>{_CAPSULE_JS}</script>

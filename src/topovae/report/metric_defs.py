@@ -94,8 +94,8 @@ METRICS: tuple[MetricDef, ...] = (
               "lower", (), 4),
     # -- likelihood ---------------------------------------------------------------------------
     MetricDef("log_likelihood_nats_per_image", "likelihood", "log-likelihood log p(x)", _NATS,
-              "Importance-sampled log p(x) on test sequences, each sequence scored jointly "
-              "(n_is_samples samples).", "higher",
+              "Importance-sampled log p(x) on test sequences, each sequence scored jointly.",
+              "higher",
               (Control("log_likelihood_paper_protocol", "paper's protocol"),), 2),
     MetricDef("log_likelihood_paper_protocol", "likelihood",
               "log-likelihood (paper's protocol)", _NATS,

@@ -67,7 +67,8 @@ def metrics_tables_html(metrics: Mapping[str, Any]) -> str:
             meaning = html.escape(definition.meaning)
             if definition.key == "log_likelihood_nats_per_image" and \
                     finite(metrics.get("n_is_samples")) is not None:
-                meaning = meaning.replace("n_is_samples", f"{int(metrics['n_is_samples'])}")
+                meaning = meaning.rstrip(".") + html.escape(
+                    f" ({int(metrics['n_is_samples'])} importance samples).")
             better = _ARROW.get(definition.better, "")
             rows.append(
                 f'<tr data-key="{html.escape(definition.key)}"><th>'
