@@ -1,7 +1,7 @@
 """Screenshot a report or comparison page in headless Chromium (the README's pictures).
 
     python scripts/screenshot.py runs/demo/report/index.html docs/images/explorer.png \
-        --element capsule-explorer --slider 6 --sequence 1
+        --element cx-explorer --slider 6 --sequence 1
 
 ``--element ID`` crops to one element of the page, ``--slider K`` moves the capsule explorer to
 roll ``k = K``, ``--sequence I`` picks its test sequence, ``--hover N`` hovers unit N of the torus

@@ -81,6 +81,9 @@ def check_page(driver: Any, screenshot: Path) -> None:
         "return Array.from(document.images).filter(i => !i.closest('[hidden]'))"
         ".filter(i => i.getBoundingClientRect().width < 50).map(i => i.alt);")
     assert hidden == []  # every figure meant to be seen takes real space on the page
+    ids = driver.execute_script(
+        "return Array.from(document.querySelectorAll('[id]')).map(e => e.id);")
+    assert len(ids) == len(set(ids))  # the scripts find their elements by id
     text = driver.execute_script("return document.body.innerText;")
     assert '{"' not in text and '":' not in text and "..." not in text
     driver.save_screenshot(str(screenshot))

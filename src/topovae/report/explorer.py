@@ -176,7 +176,7 @@ def capsule_explorer_html(data: CapsuleExplorerData, *, sequence_labels: list[st
                 f"</canvas><figcaption>{caption}</figcaption></figure>")
 
     return f"""
-<div class="explorer" id="capsule-explorer">
+<div class="explorer" id="cx-explorer">
 <div class="cx-controls">
 <label for="cx-seq">Sequence</label> <select id="cx-seq">{options}</select>
 <label for="cx-k">roll k</label>
@@ -330,7 +330,7 @@ def torus_explorer_html(data: TorusExplorerData, *, cell: int = 0, scale: int = 
     canvases = "".join(f'<canvas class="tx-img" width="{w * scale}" height="{h * scale}">'
                        "</canvas>" for _ in range(data.top.shape[1]))
     return f"""
-<div class="explorer" id="torus-explorer">
+<div class="explorer" id="tx-explorer">
 <div class="tx-layout">
 <div>
 <div class="tx-map" role="group" aria-label="units of the {data.rows}x{data.cols} torus"
