@@ -299,7 +299,7 @@ def torus_explorer_data(images: Any, codes: Any, labels: Any, grid: tuple[int, i
                              top=inverse.reshape(top.shape), images=imgs[used])
 
 
-def torus_explorer_html(data: TorusExplorerData, *, cell: int = 0, scale: int = 3) -> str:
+def torus_explorer_html(data: TorusExplorerData, *, cell: int = 0, scale: int = 2) -> str:
     """The map explorer as an HTML fragment."""
     n_units = data.rows * data.cols
     cell = cell or max(8, min(28, 480 // max(data.rows, data.cols)))

@@ -388,8 +388,7 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
                       "topography over time)" if _samples_sequences(model) else "")
                    + ". A well-trained model draws sharp, data-like images (digits for MNIST), "
                    "changing smoothly along a row; dim, blurry blobs mean the model has not "
-                   "learned the data distribution yet (usual after minutes of CPU training: "
-                   "the prior is matched last).")
+                   "learned the data distribution yet (usual after minutes of CPU training).")
 
     if model_config.get("topography") == "torus" and hasattr(model, "representation"):
         labels = batch.get("labels")
