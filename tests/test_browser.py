@@ -86,8 +86,18 @@ def check_page(driver: Any, screenshot: Path) -> None:
     assert len(ids) == len(set(ids))  # the scripts find their elements by id
     text = driver.execute_script("return document.body.innerText;")
     assert '{"' not in text and '":' not in text and "..." not in text
-    driver.save_screenshot(str(screenshot))
-    assert_valid_png(screenshot.read_bytes(), max_kb=4000)
+    save_screenshot(driver, screenshot)
+
+
+def save_screenshot(driver: Any, path: Path) -> None:
+    """Save a screenshot at ``path`` and, with ``TOPOVAE_SCREENSHOTS=DIR``, a copy in DIR."""
+    driver.save_screenshot(str(path))
+    assert_valid_png(path.read_bytes(), max_kb=4000)
+    keep = os.environ.get("TOPOVAE_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        test = next((part for part in path.parts if part.startswith("test_")), "page")
+        shutil.copy(path, Path(keep) / f"{test}-{path.name}")
 
 
 def canvas(driver: Any, element_id: str) -> str:
@@ -133,7 +143,7 @@ def test_report_capsule_explorer_in_browser(driver: Any, tmp_path: Path) -> None
 
     Select(driver.find_element(By.ID, "cx-seq")).select_by_index(2)
     assert canvas(driver, "cx-true") != after["cx-true"]
-    driver.save_screenshot(str(run / "report" / "screenshot_k1.png"))
+    save_screenshot(driver, run / "report" / "screenshot_k1.png")
     assert console_errors(driver) == []
 
     # the numbers: grouped, with units and controls, per transformation as a table
