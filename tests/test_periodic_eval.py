@@ -48,7 +48,8 @@ def test_measure_matches_the_metrics_and_restores_the_mode() -> None:
 def test_evaluation_is_logged_on_schedule_and_changes_no_weight(mnist_dir: Path,
                                                                  tmp_path: Path) -> None:
     plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
-    result = run_cli(train_args(mnist_dir, plain, "train.max_steps=7"))
+    result = run_cli(train_args(mnist_dir, plain, "train.max_steps=7",
+                                "train.eval_every_n_steps=0"))
     assert result.returncode == 0, result.stderr
     result = run_cli(train_args(mnist_dir, evaluated, "train.max_steps=7",
                                 "train.eval_every_n_steps=3", "train.eval_sequences=4"))
