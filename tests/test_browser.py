@@ -182,6 +182,15 @@ def test_report_torus_map_hover_in_browser(driver: Any, tmp_path: Path) -> None:
     assert len(bars) == 3  # one bar per class
     ActionChains(driver).move_to_element(units[14]).perform()
     assert title.text.startswith("Unit (3, 2)")
+    # the keyboard walks the torus: focus a unit, arrow keys move to its neighbours (wrapping)
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("arguments[0].focus();", units[15])
+    assert title.text.startswith("Unit (3, 3)")
+    ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
+    assert title.text.startswith("Unit (3, 0)")
+    ActionChains(driver).send_keys(Keys.ARROW_DOWN).perform()
+    assert title.text.startswith("Unit (0, 0)")
     check_page(driver, run / "report" / "screenshot.png")
 
 

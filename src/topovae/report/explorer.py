@@ -318,6 +318,7 @@ def torus_explorer_html(data: TorusExplorerData, *, cell: int = 0, scale: int = 
         colour = CLASS_COLOURS[int(data.preferred[u]) % len(CLASS_COLOURS)]
         label = f"unit ({r}, {c}): prefers class {data.classes[int(data.preferred[u])]}"
         units.append(f'<button type="button" class="tx-unit" data-unit="{u}" '
+                     f'tabindex="{0 if u == 0 else -1}" '
                      f'style="background:{colour}" aria-label="{html.escape(label)}" '
                      f'title="{html.escape(label)}"></button>')
     config = {"rows": data.rows, "cols": data.cols, "H": h, "W": w, "perRow": per_row,
@@ -340,8 +341,8 @@ def torus_explorer_html(data: TorusExplorerData, *, cell: int = 0, scale: int = 
 <p class="tx-legend">preferred class: {legend}</p>
 </div>
 <div class="tx-panel" aria-live="polite">
-<p id="tx-title">Hover over a unit (or focus it with Tab) to see the test images that activate it
-most and its class profile.</p>
+<p id="tx-title">Hover over a unit (or Tab to the map and walk it with the arrow keys) to see the
+test images that activate it most and its class profile.</p>
 <div class="tx-images">{canvases}</div>
 <div id="tx-profile" class="tx-profile"></div>
 </div>
@@ -386,12 +387,23 @@ _TORUS_JS = r"""
     current.classList.add('tx-active');
   }
   var units = document.querySelectorAll('.tx-unit');
+  var moves = {ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0]};
+  function keydown(u, event) {
+    var move = moves[event.key];
+    if (!move) { return; }
+    event.preventDefault();  // arrow keys walk the torus, wrapping at the edges
+    var r = (Math.floor(u / cfg.cols) + move[0] + cfg.rows) % cfg.rows;
+    var c = (u % cfg.cols + move[1] + cfg.cols) % cfg.cols;
+    var next = units[r * cfg.cols + c];
+    units[u].tabIndex = -1; next.tabIndex = 0; next.focus();
+  }
   for (var i = 0; i < units.length; i++) {
     (function (el) {
       var u = parseInt(el.getAttribute('data-unit'), 10);
       el.addEventListener('mouseenter', function () { show(u); });
       el.addEventListener('focus', function () { show(u); });
       el.addEventListener('click', function () { show(u); });
+      el.addEventListener('keydown', function (event) { keydown(u, event); });
     })(units[i]);
   }
 })();
