@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--by", choices=["run", "preset"], default="run",
                       help="one row per run, or per preset with mean ± std over its seeds")
     cmp_.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    cmp_.add_argument("--html", type=Path, metavar="OUT",
+                      help="also write one self-contained HTML page to OUT: the table per "
+                           "experiment (mean ± std over seeds) and the runs' traversals")
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks",
                            description="Measure training-step speed, data speed and memory.")
@@ -259,7 +262,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         from topovae.report.compare import compare
 
-        print(compare(args.runs, by=args.by, fmt=args.format))
+        table = compare(args.runs, by=args.by, fmt=args.format)
+        page = None
+        if args.html is not None:
+            from topovae.report.compare_html import build_compare_html
+
+            page = build_compare_html(args.runs, args.html)
+        print(table)
+        if page is not None:
+            print(f"compare page: {page}")
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
     return 0

@@ -200,12 +200,21 @@ def read_metrics_csv(path: str | Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
 
 
-_CURVE_ORDER = ("loss", "recon_nll", "kl", "kl_z", "kl_u", "mi", "tc", "dwkl", "tc_estimate",
-                "discriminator_loss", "mu")
+_CURVE_ORDER = ("loss", "recon_nll", "kl", "kl_z", "kl_u", "mu", "equivariance_ratio",
+                "roll_gain", "mi", "tc", "dwkl", "tc_estimate", "discriminator_loss")
+#: Panel titles of the quantities whose bare name says too little.
+_CURVE_TITLES = {
+    "recon_nll": "recon_nll (nats per image)", "kl_z": "KL_z (nats per image)",
+    "kl_u": "KL_u (nats per image)", "mu": "mu (offset of the capsule code)",
+    "equivariance_ratio": "equivariance ratio, held-out batch\n(lower is better; 1 = chance)",
+    "roll_gain": "roll-prediction gain, held-out batch\n(nats per image over no change)",
+}
+#: Logged columns that are bookkeeping, not curves.
+_CURVE_SKIP = ("seconds", "elbo")
 
 
 def plot_training_curves(source: str | Path | Mapping[str, Any], path: str | Path, *,
-                         max_panels: int = 8) -> Path:
+                         max_panels: int = 12) -> Path:
     """One panel per logged quantity (``train/NAME`` and ``val/NAME`` together) against step.
 
     ``source`` is the path of a Lightning ``metrics.csv`` or a mapping ``column -> values``.
@@ -229,6 +238,8 @@ def plot_training_curves(source: str | Path | Mapping[str, Any], path: str | Pat
             continue
         split, base = ("", name) if "/" not in name else name.split("/", 1)
         base = base.removesuffix("_epoch").removesuffix("_step")
+        if base in _CURVE_SKIP:
+            continue
         panels.setdefault(base, []).append((split or name, x_all[finite], values[finite]))
     if not panels:
         raise ValueError("the training log holds no values to plot")
@@ -245,7 +256,7 @@ def plot_training_curves(source: str | Path | Mapping[str, Any], path: str | Pat
         for label, xs, ys in panels[name]:
             style = "o-" if len(xs) < 30 else "-"
             ax.plot(xs, ys, style, label=label, linewidth=1.2, markersize=3)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(_CURVE_TITLES.get(name, name), fontsize=9)
         ax.set_xlabel(x_name or "row", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

@@ -14,7 +14,7 @@ import base64
 import dataclasses
 import html
 import json
-import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,13 @@ from typing import Any
 import torch
 import yaml
 
-from topovae.report import figures
+from topovae.report import explorer, figures
+from topovae.report.numbers import (
+    NUMBERS_STYLE,
+    data_budget_text,
+    metrics_tables_html,
+    per_transformation_html,
+)
 
 __all__ = ["Section", "render_html", "build_report", "embed_png"]
 
@@ -35,7 +41,7 @@ p.caption{color:#444;font-size:.92em;max-width:900px} img{max-width:100%;height:
 image-rendering:pixelated;border:1px solid #eee} table{border-collapse:collapse;font-size:.92em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left} th{background:#f4f4f4}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
-"""
+""" + explorer.EXPLORER_STYLE + NUMBERS_STYLE
 
 
 @dataclasses.dataclass
@@ -53,24 +59,8 @@ def embed_png(path: str | Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return html.escape(str(value))
-    if isinstance(value, float):
-        return "–" if not math.isfinite(value) else f"{value:.4g}"
-    if isinstance(value, (int, str)):
-        return html.escape(str(value))
-    text = json.dumps(value)
-    return html.escape(text if len(text) <= 120 else text[:117] + "...")
-
-
-def _table(mapping: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_format_value(v)}</td></tr>"
-                   for k, v in mapping.items())
-    return f"<table>{rows}</table>"
-
-
-_SECTION_ORDER = {"Capsule-roll traversal": 0, "Topographic map": 1, "Topographic score": 2,
+_SECTION_ORDER = {"Capsule explorer": -1, "Capsule-roll traversal": 0, "Topographic map": 1,
+                  "Topographic score": 2,
                   "Metrics": 3, "Reconstructions": 4, "Samples": 5, "Training curves": 6,
                   "Model": 7, "Data": 8, "Configuration": 9}
 
@@ -83,11 +73,13 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
     if subtitle:
         parts.append(f"<p>{html.escape(subtitle)}</p>")
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        slug = re.sub(r"[^a-z0-9]+", "-", section.title.lower()).strip("-")
+        parts.append(f'<section id="{slug}"><h2>{html.escape(section.title)}</h2>')
         if section.body:
             parts.append(section.body)
         if section.note:
             parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -119,13 +111,17 @@ def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | Non
     for make in makers:
         try:
             iterator = make()
-            xs, labels = [], []
+            xs, labels, varied = [], [], []
             count = 0
             for batch in iterator:
                 x = batch["x"] if isinstance(batch, Mapping) else batch
                 xs.append(x)
                 if isinstance(batch, Mapping) and batch.get("labels") is not None:
                     labels.append(batch["labels"])
+                factors = batch.get("factors") if isinstance(batch, Mapping) else None
+                if isinstance(factors, Mapping) and isinstance(factors.get("varied"),
+                                                               torch.Tensor):
+                    varied.append(factors["varied"][:, 0])
                 count += x.shape[0] * x.shape[1]
                 if count >= max_images:
                     break
@@ -135,6 +131,8 @@ def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | Non
             out = {"x": torch.cat(xs)}
             if len(labels) == len(xs):
                 out["labels"] = torch.cat(labels)
+            if len(varied) == len(xs):
+                out["varied"] = torch.cat(varied)
             return out
     return None
 
@@ -159,6 +157,15 @@ def _test_batch(config: Mapping[str, Any], seed: int, max_images: int
             continue
         batch = _first_batches(split, max_images)
         if batch is not None:
+            from topovae.data.sequences import FACTORS, DSpritesSequences
+
+            builder = data_config.test_sequences or data_config.sequences
+            names = {"single_factor": FACTORS, "dsprites": DSpritesSequences.STEPPED}.get(
+                str(builder))
+            if names is None:
+                batch.pop("varied", None)
+            else:
+                batch["varied_names"] = names
             return batch, f"{split_name} split"
     return None, "the data bundle yielded no batches"
 
@@ -193,6 +200,39 @@ def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any,
     return result.targets, result.predictions, context.predictions
 
 
+def _read_json_mapping(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` ({} if absent); ``ValueError`` naming the file if invalid."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path.name} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def _metrics_section(run_dir: Path, config: Mapping[str, Any]) -> Section:
+    """Grouped tables of ``metrics.json`` with units, meaning and controls, and the data and
+    budget in words."""
+    try:
+        metrics = _read_json_mapping(run_dir / "metrics.json")
+        summary = _read_json_mapping(run_dir / "train_summary.json")
+    except ValueError as err:
+        return Section("Metrics", note=str(err))
+    words = data_budget_text(metrics, config, summary)
+    body = "".join(f"<p>{html.escape(s)}</p>" for s in words)
+    if not metrics:
+        return Section("Metrics", body, note="no metrics.json yet (run topovae evaluate)")
+    tables = metrics_tables_html(metrics)
+    per = per_transformation_html(metrics.get("per_transformation"))
+    if per:
+        tables += "<h3>per transformation</h3>" + per
+    return Section("Metrics", body + (tables or '<p class="note">metrics.json holds no '
+                                      "measurement this page knows how to show</p>"))
+
+
 def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | None = None,
                  n_sequences: int = 4, max_map_images: int = 2000, seed: int = 0) -> Path:
     """Write ``RUN/report/*.png`` and the self-contained ``RUN/report/index.html``; return it.
@@ -221,16 +261,7 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
                                 + f'<p class="caption">{html.escape(caption)}</p>'))
 
     # metrics
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-            sections.append(Section("Metrics", _table(metrics) if isinstance(metrics, dict)
-                                    else f"<pre>{html.escape(json.dumps(metrics))}</pre>"))
-        except json.JSONDecodeError as err:
-            sections.append(Section("Metrics", note=f"metrics.json is not valid JSON: {err}"))
-    else:
-        sections.append(Section("Metrics", note="no metrics.json yet (run topovae evaluate)"))
+    sections.append(_metrics_section(run_dir, config))
 
     # training curves
     csv_path = _find_metrics_csv(run_dir)
@@ -239,7 +270,12 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
     else:
         figure("Training curves", "training_curves.png",
                lambda p: figures.plot_training_curves(csv_path, p),
-               f"From {csv_path.relative_to(run_dir)}; train and validation values per step.")
+               f"From {csv_path.relative_to(run_dir)}; train and validation values per step: "
+               "the loss and its terms (recon_nll: reconstruction, nats per image; kl_z, kl_u: "
+               "the KL terms of the two latent variables; mu: the learned offset of the "
+               "capsule code), and where train.eval_every_n_steps was set, the equivariance "
+               "ratio and the roll-prediction gain (nats per image over predicting no change) "
+               "on a fixed held-out batch.")
 
     # model-dependent sections
     model = None
@@ -265,8 +301,9 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
         _model_sections(model, model_config, batch, n_sequences, data_source, figure, sections)
 
     if config:
-        sections.append(Section("Configuration", "<pre>" + html.escape(
-            yaml.safe_dump(config, sort_keys=False)) + "</pre>"))
+        sections.append(Section("Configuration", "<details><summary>config.yaml of the run"
+                                "</summary><pre>" + html.escape(yaml.safe_dump(
+                                    config, sort_keys=False)) + "</pre></details>"))
     else:
         sections.append(Section("Configuration", note="no config.yaml in the run directory"))
 
@@ -292,6 +329,22 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
     n_frames = x.shape[1]
 
     if hasattr(model, "latent_codes") and hasattr(model, "decode") and n_frames > 1:
+        try:
+            explore = explorer.capsule_explorer_data(model, x[:max(n_sequences, 8)])
+            labels = _sequence_labels(batch.get("varied"), batch.get("varied_names"),
+                                      len(explore.truth))
+        except (ValueError, RuntimeError) as err:
+            sections.append(Section("Capsule explorer", note=f"not computed: {err}"))
+        else:
+            sections.append(Section("Capsule explorer", explorer.capsule_explorer_html(
+                explore, sequence_labels=labels)
+                                    + '<p class="caption">' + html.escape(
+                "Pick a test sequence and drag the slider: k = 0 .. S-1. An equivariant "
+                "capsule code turns the transformation of the input into a roll of every "
+                "capsule, so the decode of frame 0's code rolled by k should look like the "
+                "true frame k, and the code of frame k (right) should look like the rolled "
+                "code of frame 0 (its neighbour): colour patterns moving sideways as k grows. "
+                f"Data: {data_source}.") + "</p>"))
         try:
             truth, rolled, context = _roll_traversal(model, x_small, n_sequences)
         except (ValueError, RuntimeError) as err:
@@ -330,7 +383,12 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
             sections.append(Section("Samples", note=f"not computed: {err}"))
         else:
             figure("Samples", "samples.png", lambda p: figures.plot_samples(samples.cpu(), p),
-                   "Decoded pixel probabilities of latents drawn from the prior.")
+                   "Decoded pixel probabilities of latents drawn from the prior"
+                   + (" (one sequence per row: z and u drawn from N(0, 1), coupled through the "
+                      "topography over time)" if _samples_sequences(model) else "")
+                   + ". A well-trained model draws sharp, data-like images (digits for MNIST), "
+                   "changing smoothly along a row; dim, blurry blobs mean the model has not "
+                   "learned the data distribution yet (usual after minutes of CPU training).")
 
     if model_config.get("topography") == "torus" and hasattr(model, "representation"):
         labels = batch.get("labels")
@@ -356,9 +414,33 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
         figure("Topographic map: most activating images", "max_activating.png",
                lambda p: figures.plot_max_activating(images.cpu(), codes, grid, p),
                "For each unit, the test image that activates it most, placed on the torus.")
-        sections.append(Section("Topographic score", _table(score)))
+        try:
+            torus = explorer.torus_explorer_data(images.cpu(), codes, frame_labels, grid)
+        except ValueError as err:
+            sections.append(Section("Topographic map: explorer", note=f"not drawn: {err}"))
+        else:
+            sections.append(Section("Topographic map: explorer", explorer.torus_explorer_html(
+                torus) + '<p class="caption">' + html.escape(
+                f"The {grid[0]}x{grid[1]} torus, each unit coloured by the class that "
+                "activates it most on average. Hover over a unit (or Tab to it) to see its "
+                "most activating test images and its mean activation per class (bars scaled "
+                "to the largest mean of the map).") + "</p>"))
+        sections.append(Section("Topographic score", "<p>" + html.escape(
+            f"Neighbouring units' class profiles correlate {score['score']:.3f} on average "
+            f"(-1 to 1, higher is more topographic), against {score['control']:.3f} "
+            f"± {score['control_std']:.3f} for the same units shuffled on the map "
+            f"(excess {score['excess']:.3f}); {images.shape[0]} test images.") + "</p>"))
 
 
 def _samples_sequences(model: Any) -> bool:
     """True if ``model.sample(n)`` returns sequences ``(n, S, C, H, W)`` (the TVAE does)."""
     return hasattr(model, "latent_codes")
+
+
+def _sequence_labels(varied: Any, names: Any, n: int) -> list[str] | None:
+    """``"test sequence 3 (hue)"`` from the index of the factor each sequence varies."""
+    if not isinstance(varied, torch.Tensor) or len(varied) < n or not names:
+        return None
+    found = [names[int(v)] if 0 <= int(v) < len(names) else None for v in varied[:n]]
+    return [f"test sequence {i + 1}" + (f" ({name})" if name else "")
+            for i, name in enumerate(found)]

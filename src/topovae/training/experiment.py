@@ -74,6 +74,9 @@ class TrainConfig(Config):
     ``devices`` per machine and ``num_nodes`` machines train data-parallel on
     ``devices x num_nodes`` processes, each on its own ``data.batch_size`` sequences of every
     global batch (``docs/scaling.md``).
+    ``eval_every_n_steps > 0`` measures the equivariance ratio and the roll-prediction gain every
+    that many steps on ``eval_sequences`` fixed held-out sequences (capsule models; see
+    :mod:`topovae.training.periodic_eval`); 0, the default, turns it off.
     """
 
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -95,6 +98,8 @@ class TrainConfig(Config):
     checkpoint_every_n_steps: int = 500
     val_batches: int = 20
     progress_bar: bool = True
+    eval_every_n_steps: int = 0
+    eval_sequences: int = 16
 
     def validate(self) -> None:
         if self.lr <= 0:
@@ -118,6 +123,11 @@ class TrainConfig(Config):
         for name in ("log_every_n_steps", "checkpoint_every_n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every_n_steps < 0:
+            raise ValueError("train.eval_every_n_steps must be >= 0 (0: off), got "
+                             f"{self.eval_every_n_steps}")
+        if self.eval_sequences < 2:
+            raise ValueError(f"train.eval_sequences must be >= 2, got {self.eval_sequences}")
         if self.val_batches < 0:
             raise ValueError(f"train.val_batches must be >= 0, got {self.val_batches}")
         if self.precision not in ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"):

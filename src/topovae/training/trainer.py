@@ -205,6 +205,13 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     distributed = DistributedRun(experiment.data.batch_size, experiment.data.seq_len,
                                  machine_description)
     callbacks.append(distributed)
+    if cfg.eval_every_n_steps > 0:
+        from topovae.training.periodic_eval import periodic_evaluation
+
+        evaluation = periodic_evaluation(model, bundle, cfg.eval_every_n_steps,
+                                         cfg.eval_sequences, steps_fn)
+        if evaluation is not None:
+            callbacks.append(evaluation)
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
