@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DataFileError", "IMAGE_SUFFIXES", "check_pixels", "read_images", "read_image_folder",
-           "read_labels", "SequenceArrays", "open_sequences", "as_image_array"]
+__all__ = ["DataFileError", "IMAGE_SUFFIXES", "check_pixels", "check_sequence_array",
+           "check_factors", "read_images", "read_image_folder", "read_labels", "SequenceArrays",
+           "open_sequences", "as_image_array"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".npz")
 CHANNELS = (1, 3)
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 4 << 20
 
 
 class DataFileError(ValueError):
@@ -182,7 +183,7 @@ def _labels(array: np.ndarray, n: int, where: str | Path, what: str,
     return torch.from_numpy(array.astype(np.int64))
 
 
-def read_image_folder(directory: str | Path, ) -> tuple[np.ndarray, np.ndarray | None]:
+def read_image_folder(directory: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Images ``(N, C, H, W)`` uint8 of every PNG/JPEG file under ``directory`` (sorted by path)
     and labels (index of the sub-folder) when the files sit in more than one folder."""
     from PIL import Image, UnidentifiedImageError
@@ -197,7 +198,8 @@ def read_image_folder(directory: str | Path, ) -> tuple[np.ndarray, np.ndarray |
             continue  # hidden files (.DS_Store, editor files) and folders
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataFileError(path, "is not a PNG/JPEG image (an image folder holds only "
-                                      ".png/.jpg/.jpeg files, in sub-folders per class if labelled)")
+                                      ".png/.jpg/.jpeg files, in sub-folders per class if "
+                                      "labelled)")
         files.append(path)
     if not files:
         raise DataFileError(directory, "holds no .png/.jpg/.jpeg images")
@@ -263,7 +265,7 @@ def read_images(path: str | Path, labels_path: str | Path | None = None
 
 
 # -- sequences -------------------------------------------------------------------------------------
-def _check_sequence_array(array: np.ndarray, where: Path) -> None:
+def check_sequence_array(array: np.ndarray, where: Path) -> None:
     if array.dtype == object:
         raise DataFileError(where, "holds Python objects, not a numeric array")
     if array.ndim != 5:
@@ -283,7 +285,7 @@ def _check_sequence_array(array: np.ndarray, where: Path) -> None:
         raise DataFileError(where, f"frames have an empty side: shape {tuple(array.shape)}")
 
 
-def _check_factors(factors: np.ndarray, shape: tuple[int, ...], where: Path,
+def check_factors(factors: np.ndarray, shape: tuple[int, ...], where: Path,
                    source: Path) -> np.ndarray:
     if factors.dtype == object:
         raise DataFileError(where, "factors hold Python objects, not numbers")
@@ -312,14 +314,14 @@ class _Part:
 def _read_part(path: Path) -> _Part:
     if path.suffix.lower() == ".npy":
         array = _load_npy(path, mmap=True)
-        _check_sequence_array(array, path)
+        check_sequence_array(array, path)
         return _Part(array, None, None, None, path)
     arrays = _load_npz(path)
     array = _main_array(arrays, "sequences", path)
-    _check_sequence_array(array, path)
+    check_sequence_array(array, path)
     factors = arrays.get("factors")
     if factors is not None:
-        factors = _check_factors(factors, array.shape, path, path)
+        factors = check_factors(factors, array.shape, path, path)
     labels = arrays.get("labels")
     if labels is not None:
         labels = _labels(labels, len(array), path, "sequences").numpy()
@@ -436,7 +438,7 @@ def open_sequences(path: str | Path, factors_path: str | Path | None = None,
         factors_path = Path(factors_path)
         if not factors_path.is_file():
             raise DataFileError(factors_path, "factors file does not exist")
-        array = _check_factors(_load_npy(factors_path, mmap=True), shape, factors_path, path)
+        array = check_factors(_load_npy(factors_path, mmap=True), shape, factors_path, path)
         factors = SequenceArrays([array])
     elif first.factors is not None:
         factors = SequenceArrays([p.factors for p in parts])  # type: ignore[misc]

@@ -120,8 +120,8 @@ def open_own_data(config: Any) -> OwnData:
         test = _open(config, "test")
         if test.image_shape != train.image_shape or (
                 isinstance(train, SequenceSource) and test.seq_len != train.seq_len):
-            raise ValueError(f"data.test_path {config.test_path} holds "
-                             f"{_shape_text(test)} but data.path {config.path} {_shape_text(train)}")
+            raise ValueError(f"data.test_path {config.test_path} holds {_shape_text(test)} but "
+                             f"data.path {config.path} {_shape_text(train)}")
         return OwnData(train, np.arange(len(train)), test, np.arange(len(test)),
                        f"data.test_path ({config.test_path})")
     n = len(train)
