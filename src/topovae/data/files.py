@@ -223,7 +223,7 @@ def read_image_folder(directory: str | Path) -> tuple[np.ndarray, np.ndarray | N
             first = (path, array.shape)
         elif array.shape != first[1]:
             def describe(shape: tuple[int, ...]) -> str:
-                return f"{shape[1]}x{shape[2]} {'grey' if shape[0] == 1 else 'RGB'}"
+                return f"{shape[2]}x{shape[1]} {'grey' if shape[0] == 1 else 'RGB'}"  # W x H
             raise DataFileError(directory, f"images differ in size or colour: {first[0].name} is "
                                            f"{describe(first[1])}, {path.relative_to(directory)} "
                                            f"is {describe(array.shape)}; resize or convert them "
