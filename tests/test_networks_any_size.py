@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from topovae.models.networks import conv_decoder, conv_encoder, conv_layout, mlp_decoder, \
-    mlp_encoder
+from topovae.models.networks import (
+    conv_decoder,
+    conv_encoder,
+    conv_layout,
+    mlp_decoder,
+    mlp_encoder,
+)
 from topovae.models.tvae import TVAE, TVAEConfig
 
 
