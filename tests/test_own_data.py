@@ -284,3 +284,14 @@ def test_sequence_arrays_index_across_parts():
     np.testing.assert_array_equal(store[rows].numpy(), whole[rows].astype(np.float32))
     with pytest.raises(IndexError):
         store[np.array([5])]
+
+
+def test_capsule_rule_gives_the_figures_model_at_its_length():
+    from topovae.presets import load_preset
+    from topovae.training.experiment import capsule_rule
+
+    figures = load_preset("tvae-Lpartial-mnist").model.config
+    assert capsule_rule(18) == {key: figures[key] for key in
+                                ("n_caps", "cap_dim", "time_window", "capsule_window")}
+    assert [capsule_rule(s)["time_window"] for s in (6, 10, 15, 24)] == [4, 7, 11, 17]
+    assert capsule_rule(2) == {"n_caps": 18, "cap_dim": 2, "time_window": 1, "capsule_window": 1}
