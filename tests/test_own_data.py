@@ -230,6 +230,8 @@ def test_cli_trains_evaluates_and_reports_a_sequences_file(tmp_path):
                 "roll_prediction_nll_static", "log_likelihood_nats_per_image",
                 "capsule_offset_correlation"):
         assert isinstance(metrics[key], float), key
+    # it has learned something: its code rolls more than the same network untrained
+    assert metrics["equivariance_ratio"] < metrics["equivariance_ratio_untrained"] - 0.05
     assert metrics["per_transformation"]["shift"]["n_sequences"] == metrics["data"][
         "n_test_sequences"]
     assert "mig" in metrics["disentanglement"] and "dci" in metrics["disentanglement"]
