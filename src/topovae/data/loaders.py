@@ -39,7 +39,7 @@ class DataConfig(Config):
     add labels ``(N,)`` and per-frame factors ``(N, S, F)`` named ``factor_names``; the test set
     is ``test_path`` (with ``test_labels_path``/``test_factors_path``) or, without it, a held-out
     ``test_fraction`` of ``path`` drawn with ``split_seed``. ``split``/``test_split`` name splits
-    of the built-in sources and are not used by these two.
+    of the built-in sources; of them, these two use only ``test_split="heldout"``.
     """
 
     source: str = "mnist"
