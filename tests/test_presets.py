@@ -70,15 +70,21 @@ def test_cpu_variant_only_overrides_its_base() -> None:
 
 
 @pytest.mark.parametrize("name", preset_names())
-def test_preset_data_fits_its_model(name: str, mnist_dir) -> None:
+def test_preset_data_fits_its_model(name: str, mnist_dir, tmp_path) -> None:
     """One real batch of every preset's data goes through its model (shapes, channels, S)."""
+    import numpy as np
     import torch
 
-    from topovae.training.experiment import check_data
+    from topovae.training.experiment import adapt_to_data, check_data
 
     experiment = load_preset(name)
     overrides = {"data.n_train": 16, "data.n_test": 8, "data.download": False,
                  "data.batch_size": min(experiment.data.batch_size, 4)}
+    if experiment.data.source in ("images", "sequences"):  # your own data: a file of it
+        shape = (20, 25, 25) if experiment.data.source == "images" else (20, 18, 1, 25, 25)
+        np.save(tmp_path / "own.npy", np.zeros(shape, np.uint8))
+        experiment = adapt_to_data(experiment.with_overrides(
+            {**overrides, "data.path": str(tmp_path / "own.npy")}))
     overrides["data.data_dir"] = str(mnist_dir)
     if experiment.data.source == "mnist" and experiment.data.split == "train":
         # the full 60k training files are not on the test machines: the 5k subset stands in

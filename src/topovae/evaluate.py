@@ -407,11 +407,18 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
             result["equivariance_ratio_untrained"] = _untrained_ratio(
                 model, x, ev.batch_size, experiment.train.seed, ev.seed)
             result.update(_roll(model, x, ev.batch_size))
-            if experiment.data.source.startswith("dsprites"):
+            if experiment.data.source.startswith("dsprites") or experiment.data.source == \
+                    "sequences":  # own sequences: frames one step apart, as E_eq assumes
                 corr = capsule_offset_correlation(codes)
                 result["capsule_offset_correlation"] = _finite(float(corr["correlation"]))
                 result["capsule_offset_accuracy"] = float(corr["accuracy"])
             per = _per_transformation(codes, factors, experiment, ev.seed)
+            if experiment.data.source == "sequences":
+                from topovae.evaluate_own import NO_FACTORS, per_factor
+
+                per = per_factor(codes, factors, ev.seed)
+                if not factors:
+                    result["per_transformation_unavailable"] = NO_FACTORS
             if per:
                 result["per_transformation"] = per
         else:
@@ -433,7 +440,12 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 fresh = build_model(model.registry_name, model.config).to(device).eval()
                 untrained = _topographic_map(fresh, bundle, ev.n_map_images, seed=ev.seed)
                 result["topographic_map"]["score_untrained"] = untrained["score"]
-    if metrics:
+    if metrics and experiment.data.source in ("images", "sequences"):
+        from topovae.evaluate_own import own_disentanglement
+
+        result["disentanglement"] = own_disentanglement(  # the frames' factors, not "varied"
+            model, x, {k: v for k, v in factors.items() if k != "varied"}, metrics, ev.seed)
+    elif metrics:
         result["disentanglement"] = _disentanglement(model, experiment, metrics, ev.seed, device)
     result["seed"] = ev.seed
     result["seconds"] = round(time.perf_counter() - started, 2)

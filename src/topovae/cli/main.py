@@ -136,7 +136,9 @@ def _experiment_from_args(args: argparse.Namespace) -> Any:
     experiment = ExperimentConfig.from_dict(base)
     overrides = parse_overrides(args.overrides)
     overrides.update(_flag_overrides(args))
-    return experiment.with_overrides(overrides)
+    from topovae.training.experiment import adapt_to_data  # own data: shape and S from the files
+
+    return adapt_to_data(experiment.with_overrides(overrides))
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

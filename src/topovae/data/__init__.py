@@ -2,9 +2,11 @@
 
 from .download import DataNotFoundError, locate_files, user_cache_dir
 from .dsprites import DSpritesArray, RenderedDSprites
+from .files import DataFileError, open_sequences, read_images
 from .ground_truth import GroundTruthData
 from .idx import read_idx, write_idx
 from .loaders import DataBundle, DataConfig, SequenceLoader, build_data
+from .own import SequenceSource, images_source, sequences_source
 from .sequences import SEQUENCES, SequenceBatch, build_sequences
 from .sources import (
     SOURCES,
@@ -17,6 +19,12 @@ from .sources import (
 
 __all__ = [
     "DataBundle",
+    "DataFileError",
+    "SequenceSource",
+    "images_source",
+    "open_sequences",
+    "read_images",
+    "sequences_source",
     "DataConfig",
     "SEQUENCES",
     "SequenceBatch",

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from .own import OWN_SOURCES, open_own_data
 from .sequences import SEQUENCES, Builder, RowGenerators, RowSeededBuilder, build_sequences
 from .sources import SOURCES, ImageSource, build_source
 
@@ -33,7 +34,15 @@ TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
 
 @dataclasses.dataclass
 class DataConfig(Config):
-    """What to train and evaluate on (names of sources and builders are registry keys)."""
+    """What to train and evaluate on (names of sources and builders are registry keys).
+
+    Your own data (``docs/your-data.md``): ``source="images"`` or ``"sequences"`` read
+    ``path`` (a ``.npy``/``.npz`` file or a folder); ``labels_path``/``factors_path`` (``.npy``)
+    add labels ``(N,)`` and per-frame factors ``(N, S, F)`` named ``factor_names``; the test set
+    is ``test_path`` (with ``test_labels_path``/``test_factors_path``) or, without it, a held-out
+    ``test_fraction`` of ``path`` drawn with ``split_seed``. ``split``/``test_split`` name splits
+    of the built-in sources; of them, these two use only ``test_split="heldout"``.
+    """
 
     source: str = "mnist"
     split: str = "train"
@@ -48,10 +57,28 @@ class DataConfig(Config):
     n_test: int | None = None
     data_dir: str | None = None
     download: bool = True
+    path: str | None = None
+    labels_path: str | None = None
+    factors_path: str | None = None
+    factor_names: list[str] | None = None
+    test_path: str | None = None
+    test_labels_path: str | None = None
+    test_factors_path: str | None = None
+    test_fraction: float = 0.2
+    split_seed: int = 0
 
     def validate(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source {self.source!r} must be one of {SOURCES.names()}")
+        if self.source not in SOURCES and self.source not in OWN_SOURCES:
+            raise ValueError(f"source {self.source!r} must be one of "
+                             f"{sorted(SOURCES.names() + list(OWN_SOURCES))}")
+        if self.source == "sequences" and (self.sequences != "given" or self.test_sequences
+                                           not in (None, "given")):
+            raise ValueError("data.source=sequences takes the frames as they are: set "
+                             "data.sequences=given (and no other data.test_sequences)")
+        if self.source != "sequences" and "given" in (self.sequences, self.test_sequences):
+            raise ValueError("data.sequences=given needs data.source=sequences")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         for key in ("sequences", "test_sequences"):
             value = getattr(self, key)
             if value is not None and value not in SEQUENCES:
@@ -267,7 +294,8 @@ class DataBundle:
 
 def _builder(name: str, config: DataConfig, source: ImageSource) -> Builder:
     return build_sequences(
-        name, transforms=config.transforms, seq_len=config.seq_len, ground_truth=source.ground_truth
+        name, transforms=config.transforms, seq_len=getattr(source, "seq_len", config.seq_len),
+        ground_truth=source.ground_truth, factor_names=getattr(source, "factor_names", None),
     )
 
 
@@ -282,10 +310,15 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
     images (a seeded subset). ``test_split="heldout"`` evaluates on the validation hold-out of the
     training split instead of a separate test split.
     """
-    train_source = build_source(config.source, config.split, config.data_dir, config.download)
+    own = open_own_data(config) if config.source in OWN_SOURCES else None
+    if own is not None:
+        train_source, candidates = own.train, own.train_rows
+    else:
+        train_source = build_source(config.source, config.split, config.data_dir, config.download)
+        candidates = np.arange(len(train_source))
     rng = np.random.default_rng(_seed_of(seed, 0))
-    permutation = rng.permutation(len(train_source))
-    n_val = int(round(config.val_fraction * len(train_source)))
+    permutation = candidates[rng.permutation(len(candidates))]
+    n_val = int(round(config.val_fraction * len(candidates)))
     val_rows, train_rows = permutation[:n_val], permutation[n_val:]
     if config.n_train is not None:
         train_rows = train_rows[: config.n_train]
@@ -300,6 +333,8 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         test_rows = np.sort(val_rows)
         percent = int(round(config.val_fraction * 100))
         test_split_name = f"held-out {percent}% of {train_source.split}"
+    elif own is not None:
+        test_source, test_rows, test_split_name = own.test, own.test_rows, own.test_split
     else:
         test_source = build_source(
             config.source, config.test_split, config.data_dir, config.download
@@ -350,7 +385,7 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
             "train": {
                 "split": train_source.split,
                 "n_images": int(len(train_rows)),
-                "of": len(train_source),
+                "of": len(candidates),
                 "description": train_source.description,
             },
             "val": {

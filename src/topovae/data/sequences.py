@@ -280,6 +280,38 @@ class SingleImages(RowSeededBuilder):
         return SequenceBatch(_to_float(images).unsqueeze(1), {})
 
 
+class GivenSequences:
+    """Sequences that already exist (``data.source=sequences``): the frames ``(B, S, C, H, W)``
+    are returned as they are (as float in [0, 1]); per-frame factors ``(B, S, F)``, when the
+    source has them, are recorded under ``factor_names``. Nothing is random."""
+
+    def __init__(self, seq_len: int, factor_names: Sequence[str] | None = None):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        self.seq_len = seq_len
+        self.factor_names = list(factor_names or [])
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator, factors: torch.Tensor | None = None
+    ) -> SequenceBatch:
+        if images is None or images.ndim != 5:
+            got = None if images is None else tuple(images.shape)
+            raise ValueError(f"the given builder needs sequences (B, S, C, H, W), got {got}")
+        if images.shape[1] != self.seq_len:
+            raise ValueError(f"sequences have {images.shape[1]} frames, expected {self.seq_len}")
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        values: dict[str, torch.Tensor] = {}
+        if factors is not None:
+            factors = torch.as_tensor(factors).float()
+            names = self.factor_names or [f"factor_{i}" for i in range(factors.shape[-1])]
+            values = {name: factors[..., i] for i, name in enumerate(names)}
+        return SequenceBatch(x, values)
+
+
+SEQUENCES.add(
+    "given",
+    lambda seq_len=18, factor_names=None, **_: GivenSequences(seq_len, factor_names),
+)
 SEQUENCES.add(
     "single_factor",
     lambda transforms=FACTORS, seq_len=18, **_: SingleFactorSequences(transforms, seq_len),
@@ -294,5 +326,5 @@ SEQUENCES.add("none", lambda **_: SingleImages())
 
 def build_sequences(name: str, **options: Any) -> Builder:
     """The builder ``name`` of :data:`SEQUENCES` (options: ``transforms``, ``seq_len``,
-    ``ground_truth``; those a builder does not use are ignored)."""
+    ``ground_truth``, ``factor_names``; those a builder does not use are ignored)."""
     return SEQUENCES.get(name)(**options)

@@ -305,19 +305,20 @@ def tensor_source(
     split: str = "train",
     citation: str = "",
 ) -> ImageSource:
-    """Wrap user images ``(N, C, H, W)`` or ``(N, H, W)`` (uint8, or float in [0, 1])."""
-    images = torch.as_tensor(images)
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    if images.is_floating_point() and (images.min() < 0 or images.max() > 1):
-        raise ValueError("float images must lie in [0, 1]")
+    """Wrap user images ``(N, C, H, W)`` or ``(N, H, W)`` (uint8, or float in [0, 1]; C 1 or 3),
+    checked like the files of ``data.source=images`` (:func:`topovae.data.files.as_image_array`)."""
+    from .files import as_image_array
+
+    array = as_image_array(torch.as_tensor(images).cpu().numpy(), f"{name} images")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.long)
     return ImageSource(
         name=name,
         split=split,
         citation=citation or "user-provided tensor",
-        images=images,
+        images=torch.from_numpy(np.ascontiguousarray(array)),
         labels=labels,
     )
 
@@ -328,43 +329,23 @@ TensorSource = tensor_source
 def folder_source(
     directory: str | Path, grey: bool = False, name: str | None = None, split: str = "train"
 ) -> ImageSource:
-    """All PNG/JPEG images of a folder (sorted by name), same size required.
+    """All PNG/JPEG images under a folder (sorted by path, one size), as uint8, read with Pillow
+    (:func:`topovae.data.files.read_image_folder`). ``grey`` averages RGB to one channel.
 
     Labels are the index of each image's sub-folder when images sit in sub-folders, else absent.
     """
-    import matplotlib.image as mpimg
+    from .files import read_image_folder
 
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"directory {directory} does not exist")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        raise ValueError(f"directory {directory} holds no .png/.jpg images")
-    arrays = []
-    for path in files:
-        array = np.asarray(mpimg.imread(path))
-        if array.dtype == np.uint8:
-            array = array.astype(np.float32) / 255.0
-        if array.ndim == 2:
-            array = array[..., None]
-        array = array[..., :3]  # drop alpha
-        if grey:
-            array = array.mean(axis=-1, keepdims=True)
-        arrays.append(array)
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise ValueError(f"images in {directory} differ in size or channels: {sorted(shapes)}")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().clamp(0, 1)
-    parents = sorted({p.parent for p in files})
-    labels = None
-    if len(parents) > 1:
-        labels = torch.tensor([parents.index(p.parent) for p in files], dtype=torch.long)
+    images, labels = read_image_folder(directory)
+    if grey and images.shape[1] == 3:
+        images = np.round(images.mean(axis=1, keepdims=True)).astype(np.uint8)
     return ImageSource(
         name=name or directory.name,
         split=split,
         citation=f"images in {directory}",
-        images=images,
-        labels=labels,
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels) if labels is not None else None,
     )
 
 

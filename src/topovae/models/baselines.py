@@ -182,9 +182,6 @@ class _GaussianVAEConfig(Config):
         if len(self.input_shape) != 3 or any(s <= 0 for s in self.input_shape):
             raise ValueError(f"input_shape must be (C, H, W) with positive sizes, "
                              f"got {self.input_shape}")
-        if self.architecture == "conv" and (self.input_shape[1] % 16 or self.input_shape[2] % 16):
-            raise ValueError(f"architecture 'conv' needs H and W divisible by 16, "
-                             f"got input_shape {self.input_shape}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
 

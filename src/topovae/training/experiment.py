@@ -304,3 +304,49 @@ def check_data(experiment: ExperimentConfig) -> Any:
                 f"{expected_len}; make data.seq_len and model.config.seq_len agree"
             )
     return bundle
+
+
+def capsule_rule(seq_len: int) -> dict[str, int]:
+    """The capsule settings of ``docs/your-data.md`` for sequences of ``seq_len`` frames, scaled
+    from the figures model (S = 18: 18 capsules of 18 units, time window 13, capsule window 3):
+    ``cap_dim = S`` (a sequence that steps once per frame rolls each capsule once around over
+    S frames, as in the paper: 18 for MNIST, 15 for dSprites), ``n_caps = 18``,
+    ``time_window = round(13 S / 18)`` (at least 1) and ``capsule_window = 3`` (1 when
+    ``cap_dim < 3``)."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    return {"n_caps": 18, "cap_dim": seq_len, "time_window": max(1, round(13 * seq_len / 18)),
+            "capsule_window": 3 if seq_len >= 3 else 1}
+
+
+def adapt_to_data(experiment: ExperimentConfig) -> ExperimentConfig:
+    """For your own data (``data.source`` ``images`` or ``sequences``): the experiment with the
+    model's ``input_shape`` and ``seq_len`` taken from the frames of the data (what
+    ``topovae train`` writes to ``RUN/config.yaml``); other sources are returned unchanged.
+
+    A time window longer than the sequences is an error naming the data and the fix.
+    """
+    from topovae.data.loaders import build_data
+    from topovae.data.own import OWN_SOURCES
+
+    data = experiment.data
+    if data.source not in OWN_SOURCES:
+        return experiment
+    x = build_data(data, seed=experiment.train.seed).train.batch(0, 0)["x"]
+    shape, n_frames = [int(s) for s in x.shape[2:]], int(x.shape[1])
+    fields = MODELS.get(experiment.model.name).config_class.field_names()
+    overrides: dict[str, Any] = {}
+    if "input_shape" in fields:
+        overrides["model.config.input_shape"] = shape
+    if "seq_len" in fields:
+        overrides["model.config.seq_len"] = n_frames
+    window = experiment.model.build_config().to_dict().get("time_window")
+    if isinstance(window, int) and window > n_frames:
+        what = (f"{data.path}: the sequences have" if data.source == "sequences"
+                else f"data.seq_len={n_frames}: the sequences of {data.path} have")
+        rule = capsule_rule(n_frames)
+        raise ValueError(f"{what} {n_frames} frames, fewer than the model's time window "
+                         f"model.config.time_window={window}; set model.config.time_window="
+                         f"{rule['time_window']} (the rule of docs/your-data.md for S={n_frames}: "
+                         f"cap_dim={rule['cap_dim']}, time_window={rule['time_window']})")
+    return experiment.with_overrides(overrides)
