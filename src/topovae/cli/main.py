@@ -171,6 +171,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from topovae.training.checkpoint import CheckpointWriteError
     from topovae.training.run import check_output_dir, create_run_dir, read_run_config
     from topovae.training.trainer import TrainingDivergedError, fit, resume
 
@@ -199,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 _check_data(experiment)
                 run_dir = create_run_dir(args.out, experiment)
             result = fit(experiment, run_dir)
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointWriteError) as err:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, PermissionError, ImportError) as err:
         return _fail(str(err))

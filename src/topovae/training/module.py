@@ -100,10 +100,13 @@ class EpochBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.fixed_epoch if self.fixed_epoch is not None else int(self.epoch_fn())
         skip = 0
-        if self.resume_position is not None:
+        if self.resume_position is not None and self.fixed_epoch is None:
             resume_epoch, done = self.resume_position
-            if resume_epoch == epoch:
-                skip = done
+            if done >= len(self):  # saved after the last batch of its epoch: the next one starts
+                resume_epoch, done = resume_epoch + 1, 0
+            # Lightning creates the first iterator before its loops have restored the epoch
+            # counter: the pending resume position, not epoch_fn(), says which epoch comes next
+            epoch, skip = resume_epoch, done
             # kept until a batch is trained (Lightning may call iter() more than once on resume)
         if hasattr(self.loader, "batch"):
             return self._direct_batches(epoch, skip)
@@ -224,7 +227,13 @@ class TopoVAEModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["x"]
-        out = self.model(x)
+        # the validation noise has its own seed: validating neither draws from nor depends on
+        # the training RNG, so a resumed run trains with the same noise whether or not the
+        # validation of the epoch it resumed in had run before the interruption
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.train_config.seed * 100_003 + batch_idx)
+            out = self.model(x)
         self.log("val/loss", out.loss.detach(), prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
 
@@ -232,6 +241,7 @@ class TopoVAEModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["topovae"] = {
             "epoch": int(self.current_epoch),
+            "steps": int(self._optimizer_steps()),
             "batches_done_in_epoch": int(self.batches_done_in_epoch),
             "rng": capture_rng_state(),
             "model_name": self.model.registry_name,

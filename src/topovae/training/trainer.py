@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,9 +36,13 @@ from topovae.data.loaders import build_data
 from topovae.models.base import build_model
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
     AtomicCheckpointIO,
+    CheckpointError,
     FaultInjection,
     PeriodicCheckpoint,
+    choose_resume_checkpoint,
+    remove_stale_temporaries,
 )
 from topovae.training.experiment import ExperimentConfig
 from topovae.training.module import EpochBatches, NonFiniteLossError, TopoVAEModule
@@ -100,10 +105,37 @@ def _strategy(experiment: ExperimentConfig) -> Any:
     return experiment.train.strategy
 
 
-def _checkpoint_step(path: Path) -> int:
-    """The ``global_step`` stored in the Lightning checkpoint ``path`` (the logged step unit)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state.get("global_step", 0))
+def _resume_checkpoint(run_dir: Path, cfg: Any, model: torch.nn.Module,
+                       model_name: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resumed run continues from (``last.ckpt``, or ``previous.ckpt`` when the
+    last one is damaged), read safely and checked against the run's model."""
+    directory = run_dir / CHECKPOINT_DIR
+    main_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not any((directory / name).exists() for name in (LAST_CHECKPOINT, PREVIOUS_CHECKPOINT)):
+        raise ValueError(
+            f"{run_dir} has no checkpoint to resume from ({directory / LAST_CHECKPOINT} is "
+            f"missing): it stopped before its first checkpoint (written every "
+            f"{cfg.checkpoint_every_n_steps} steps); delete it and train it again")
+    if main_rank:
+        remove_stale_temporaries(directory)
+
+    def warn(message: str) -> None:
+        print(f"topovae: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+    path, state = choose_resume_checkpoint(directory, rename_damaged=main_rank,
+                                           warn=warn if main_rank else None)
+    if state["topovae"].get("model_name", model_name) != model_name:
+        raise CheckpointError(f"checkpoint {path} holds a {state['topovae'].get('model_name')!r} "
+                              f"model but {run_dir}/config.yaml trains {model_name!r}")
+    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["state_dict"].items()
+             if isinstance(v, torch.Tensor)}
+    if expected != found:
+        wrong = sorted(set(expected) ^ set(found)) or sorted(
+            k for k in expected if expected[k] != found[k])
+        raise CheckpointError(f"checkpoint {path} does not fit the model of {run_dir}/config.yaml "
+                              f"(tensors differ: {', '.join(wrong[:4])})")
+    return path, state
 
 
 class HistoryKeepingCSVLogger(CSVLogger):
@@ -165,14 +197,17 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     run_dir = Path(run_dir)
     cfg = experiment.train
     checkpoint_path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if resume and not checkpoint_path.exists():
-        raise ValueError(f"{run_dir} has no checkpoint to resume from ({checkpoint_path} is "
-                         "missing); start a new run instead")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(experiment.model.name, experiment.model.config)
     bundle = build_data(experiment.data, seed=cfg.seed)
     module = TopoVAEModule(model, cfg)
+    resume_from, resumed_step = None, None
+    if resume:
+        resume_from, resume_state = _resume_checkpoint(run_dir, cfg, model,
+                                                       experiment.model.name)
+        resumed_step = int(resume_state["global_step"])
+        del resume_state
 
     trainer_holder: dict[str, L.Trainer] = {}
 
@@ -190,8 +225,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         val_batches = EpochBatches(bundle.val, current_epoch, shard, fixed_epoch=0)
 
     steps_fn = module._optimizer_steps
-    callbacks: list[L.Callback] = [
-        PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
+    periodic = PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn,
+                                  max_steps=cfg.max_steps, max_time=cfg.max_time)
+    callbacks: list[L.Callback] = [periodic]
     if cfg.progress_bar:
         callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
     fault = os.environ.get("TOPOVAE_FAULT")
@@ -199,7 +235,6 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         callbacks.append(FaultInjection(fault, steps_fn))
 
     steps_per_batch = 2 if module.has_auxiliary else 1  # Lightning counts every optimiser
-    resumed_step = _checkpoint_step(checkpoint_path) if resume else None
     loggers = [
         HistoryKeepingCSVLogger(save_dir=str(run_dir), name="logs", version="csv",
                                 keep_until_step=resumed_step),
@@ -213,10 +248,10 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         precision=cfg.precision,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps * steps_per_batch if cfg.max_steps > 0 else -1,
-        max_time={"seconds": cfg.max_time} if cfg.max_time is not None else None,
+        max_time=None,  # the time limit is PeriodicCheckpoint's: it saves the last step first
         logger=loggers,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(fault)],
         enable_checkpointing=False,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
@@ -234,7 +269,8 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     started = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
-                    ckpt_path=str(checkpoint_path) if resume else None, weights_only=False)
+                    ckpt_path=str(resume_from) if resume_from is not None else None,
+                    weights_only=True)
     except NonFiniteLossError as err:
         kept = (f"the last good checkpoint {checkpoint_path} is kept"
                 if checkpoint_path.exists() else "no checkpoint had been written yet")
@@ -242,16 +278,25 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
             f"training stopped: {err}; {kept} (lower train.lr, set train.grad_clip or "
             "train.kl_warmup_steps)") from err
 
-    trainer.save_checkpoint(checkpoint_path)
+    if steps_fn() > 0 and periodic.last_saved_step != steps_fn() and not (
+            resume_from is not None and resumed_step == trainer.global_step):
+        trainer.save_checkpoint(checkpoint_path)  # stopped otherwise than by a limit
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
     metrics = trainer.callback_metrics
     last_loss = float(metrics["loss"]) if "loss" in metrics else None
     if trainer.is_global_zero:
         _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
-                             resume=resume)
-    return FitResult(run_dir=run_dir, steps=steps_fn(), epochs_completed=int(trainer.current_epoch),
+                             resume=resume, epochs=_epochs_completed(steps_fn(), train_batches))
+    return FitResult(run_dir=run_dir, steps=steps_fn(),
+                     epochs_completed=_epochs_completed(steps_fn(), train_batches),
                      last_loss=last_loss, checkpoint=checkpoint_path)
+
+
+def _epochs_completed(steps: int, batches: EpochBatches) -> int:
+    """Whole epochs trained (Lightning counts an epoch stopped part-way by a limit as done)."""
+    per_epoch = len(batches)
+    return steps // per_epoch if per_epoch > 0 else 0
 
 
 def _cpu_model() -> str:
@@ -282,7 +327,7 @@ def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 
 def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, steps: int, *,
-                         resume: bool) -> None:
+                         resume: bool, epochs: int) -> None:
     """Add this session to ``RUN/train_summary.json`` (``train_seconds`` sums the sessions).
 
     A session killed before it ends is not counted: only sessions that reach the end of
@@ -301,7 +346,7 @@ def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, step
                      "machine": machine})
     atomic_write_json(path, {
         "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
-        "steps": int(steps), "epochs_completed": int(trainer.current_epoch),
+        "steps": int(steps), "epochs_completed": int(epochs),
         "sessions": sessions, "machine": machine})
 
 
