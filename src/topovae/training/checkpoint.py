@@ -25,6 +25,7 @@ import contextlib
 import errno
 import os
 import pickle
+import re
 import signal
 import zipfile
 import zlib
@@ -99,12 +100,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        what = " ".join(str(err).split())
-        detail = what.split("WeightsUnpickler error:", 1)[-1].split(".")[0].strip()
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        detail = f"it asks for {found.group(1)}" if found else "an object that is not data"
         raise UnsafeCheckpointError(
             f"checkpoint {path} holds pickled objects other than tensors and plain values "
-            f"({detail or 'not allowed'}); refusing to load it: topovae never runs code from a "
-            "file. Use a checkpoint written by topovae, or the weights in a .safetensors file"
+            f"({detail}); refusing to load it: topovae never runs code from a file. Use a "
+            "checkpoint written by topovae, or the weights in a .safetensors file"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]

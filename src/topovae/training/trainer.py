@@ -187,10 +187,13 @@ def _as_step(value: str | None) -> float:
         return math.inf
 
 
-def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> FitResult:
+def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+        update_config: bool = False) -> FitResult:
     """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
 
-    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt``. Raises
+    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt`` (or
+    ``previous.ckpt`` if the last one is damaged), and ``update_config`` rewrites
+    ``config.yaml`` with ``experiment`` once that checkpoint has been checked. Raises
     :class:`TrainingDivergedError` on a NaN/inf loss (naming the step and the kept checkpoint).
     """
     _quiet_lightning()
@@ -208,6 +211,8 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
                                                        experiment.model.name)
         resumed_step = int(resume_state["global_step"])
         del resume_state
+        if update_config and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
 
     trainer_holder: dict[str, L.Trainer] = {}
 
@@ -361,6 +366,4 @@ def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
     if train_overrides:
         experiment = dataclasses.replace(experiment,
                                          train=experiment.train.replace(**train_overrides))
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
-    return fit(experiment, run_dir, resume=True)
+    return fit(experiment, run_dir, resume=True, update_config=bool(train_overrides))
