@@ -261,6 +261,18 @@ class _FaultyWriter:
         return getattr(self._handle, name)
 
 
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The ``OSError`` behind ``err`` (torch's zip writer reports a failed write as a
+    ``RuntimeError`` raised while handling it)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO: atomic saves keeping the previous checkpoint, safe loads.
 
@@ -302,13 +314,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if tmp_weights.exists():
                 os.replace(tmp_weights, weights_path)
             _fsync_dir(path.parent)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            cause = _os_error_in(err)
+            if cause is None:
+                raise
             kept = (f"the previous checkpoint {path} is intact" if path.exists()
                     else "no earlier checkpoint existed")
             raise CheckpointWriteError(
-                f"could not write the checkpoint {path} ({err.strerror or err}); {kept}; free "
-                "some space (or fix the file system) and continue with topovae train --resume"
-            ) from None
+                f"could not write the checkpoint {path} ({cause.strerror or cause}); {kept}; "
+                "free some space (or fix the file system) and continue with topovae train "
+                "--resume") from None
         finally:
             for leftover in (tmp, tmp_weights):
                 leftover.unlink(missing_ok=True)

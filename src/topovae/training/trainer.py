@@ -142,14 +142,18 @@ class HistoryKeepingCSVLogger(CSVLogger):
     """A CSVLogger that keeps the rows of the earlier sessions of a resumed run.
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so resuming a run
-    would lose its training curves up to the checkpoint. With ``keep_until_step`` set (the step
-    the run resumes from), the rows logged up to that step are written back before the new
-    session logs; later rows belong to steps the resumed session trains again and are dropped.
+    would lose its training curves up to the checkpoint. With ``keep_until_step`` set (the
+    logged step of the last batch the checkpoint holds), the rows logged up to that step are
+    written back before the new session logs; later rows belong to steps the resumed session
+    trains again and are dropped. ``pending_row`` is the checkpoint's own copy of its step's
+    row, added when a kill came between the checkpoint and the writing of that row.
     """
 
-    def __init__(self, *args: Any, keep_until_step: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_until_step: int | None = None,
+                 pending_row: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._keep_until_step = keep_until_step
+        self._pending_row = pending_row
 
     @property
     def experiment(self) -> Any:
@@ -164,6 +168,13 @@ class HistoryKeepingCSVLogger(CSVLogger):
                 header = list(reader.fieldnames or [])
                 rows = [row for row in reader
                         if _as_step(row.get("step")) <= self._keep_until_step]
+        pending = self._pending_row
+        if pending is not None and not any(
+                _as_step(row.get("step")) == pending["step"] and row.get("loss")
+                for row in rows):
+            row_values = {key: str(value) for key, value in pending.items()}
+            header = sorted(set(header) | set(row_values))
+            rows.append(row_values)
         with warnings.catch_warnings():
             # "Previous log files in this directory will be deleted": not the rows kept here
             warnings.filterwarnings("ignore", message="Experiment logs directory")
@@ -205,11 +216,14 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     model = build_model(experiment.model.name, experiment.model.config)
     bundle = build_data(experiment.data, seed=cfg.seed)
     module = TopoVAEModule(model, cfg)
-    resume_from, resumed_step = None, None
+    resume_from, resumed_step, pending_row = None, None, None
     if resume:
         resume_from, resume_state = _resume_checkpoint(run_dir, cfg, model,
                                                        experiment.model.name)
-        resumed_step = int(resume_state["global_step"])
+        resumed_step = int(resume_state["topovae"].get("steps", resume_state["global_step"])) - 1
+        pending_row = resume_state["topovae"].get("log_row")
+        if pending_row is None or (resumed_step + 1) % cfg.log_every_n_steps != 0:
+            pending_row = None  # Lightning logs every log_every_n_steps-th step only
         del resume_state
         if update_config and int(os.environ.get("LOCAL_RANK", "0")) == 0:
             atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
@@ -242,7 +256,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     steps_per_batch = 2 if module.has_auxiliary else 1  # Lightning counts every optimiser
     loggers = [
         HistoryKeepingCSVLogger(save_dir=str(run_dir), name="logs", version="csv",
-                                keep_until_step=resumed_step),
+                                keep_until_step=resumed_step, pending_row=pending_row),
         TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
                           default_hp_metric=False),
     ]
@@ -284,7 +298,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
             "train.kl_warmup_steps)") from err
 
     if steps_fn() > 0 and periodic.last_saved_step != steps_fn() and not (
-            resume_from is not None and resumed_step == trainer.global_step):
+            resume_from is not None and resumed_step + 1 == steps_fn()):
         trainer.save_checkpoint(checkpoint_path)  # stopped otherwise than by a limit
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
