@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -300,16 +301,38 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if steps_fn() > 0 and periodic.last_saved_step != steps_fn() and not (
             resume_from is not None and resumed_step + 1 == steps_fn()):
         trainer.save_checkpoint(checkpoint_path)  # stopped otherwise than by a limit
+    digests = _rank_weight_digests(model)  # on every rank: it is a collective operation
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
     metrics = trainer.callback_metrics
     last_loss = float(metrics["loss"]) if "loss" in metrics else None
     if trainer.is_global_zero:
         _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
-                             resume=resume, epochs=_epochs_completed(steps_fn(), train_batches))
+                             resume=resume, epochs=_epochs_completed(steps_fn(), train_batches),
+                             digests=digests)
     return FitResult(run_dir=run_dir, steps=steps_fn(),
                      epochs_completed=_epochs_completed(steps_fn(), train_batches),
                      last_loss=last_loss, checkpoint=checkpoint_path)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _rank_weight_digests(model: torch.nn.Module) -> list[str]:
+    """The weights digest of every process (one entry without DDP), gathered on all ranks."""
+    mine = weights_digest(model)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    return [str(d) for d in gathered]
 
 
 def _epochs_completed(steps: int, batches: EpochBatches) -> int:
@@ -346,7 +369,7 @@ def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 
 def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, steps: int, *,
-                         resume: bool, epochs: int) -> None:
+                         resume: bool, epochs: int, digests: list[str]) -> None:
     """Add this session to ``RUN/train_summary.json`` (``train_seconds`` sums the sessions).
 
     A session killed before it ends is not counted: only sessions that reach the end of
@@ -366,6 +389,8 @@ def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, step
     atomic_write_json(path, {
         "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
         "steps": int(steps), "epochs_completed": int(epochs),
+        # SHA-256 of the final weights held by each process: DDP ranks must all agree
+        "rank_weights_sha256": digests,
         "sessions": sessions, "machine": machine})
 
 
