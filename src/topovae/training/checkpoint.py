@@ -346,8 +346,9 @@ class PeriodicCheckpoint(L.Callback):
 
     The last step is the one that reaches ``max_steps``, ends the last epoch (``max_epochs``) or
     uses up ``max_time`` seconds of training (summed over the sessions of a resumed run; this
-    callback is the run's timer and stops the trainer after that step as a step limit would). Writing the final checkpoint at the end
-    of its batch, exactly like a periodic one, is what makes extending a finished run
+    callback is the run's timer and stops the trainer after that step as a step limit would).
+    Writing the final checkpoint at the end of its batch, exactly like a periodic one, is what
+    makes extending a finished run
     (``--resume RUN --max-steps`` larger) continue with the very batches an uninterrupted run
     would see: a checkpoint written after ``fit`` returns records the epoch as finished.
 
