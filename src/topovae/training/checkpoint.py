@@ -238,6 +238,9 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     except OSError:  # no hard links here: rename (last.ckpt is briefly absent)
         link.unlink(missing_ok=True)
         os.replace(path, previous)
+    # when ``previous`` already was ``path`` (a kill came between the link and the rename of
+    # the new file) the rename is a no-op that leaves the link behind
+    link.unlink(missing_ok=True)
 
 
 class _FaultyWriter:
