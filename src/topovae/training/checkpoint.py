@@ -421,6 +421,12 @@ class PeriodicCheckpoint(L.Callback):
             self.last_saved_step = step
             self._flush_pending = True
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the validation row of an epoch whose last batch was checkpointed: on disk at once
+        if self._flush_pending:
+            for logger in trainer.loggers:
+                logger.save()
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         # Flush the loggers' buffered rows after a checkpoint, so that a run killed later has
