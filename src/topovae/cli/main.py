@@ -275,6 +275,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from topovae.evaluate import evaluate_run
     from topovae.presets import load_preset
+    from topovae.training.checkpoint import CheckpointWriteError
     from topovae.training.run import check_output_dir, create_run_dir
     from topovae.training.trainer import TrainingDivergedError, fit
 
@@ -292,7 +293,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"training {experiment.description}", flush=True)
         fit(experiment, run_dir)
         metrics = evaluate_run(run_dir)
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointWriteError) as err:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
