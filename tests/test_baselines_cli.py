@@ -102,7 +102,7 @@ def test_factor_vae_discriminator_has_its_own_optimiser(
     assert len(disc) == STEPS and all(math.isfinite(v) and v > 0 for v in disc)
     assert len(column(rows, "train/tc_estimate")) == STEPS
 
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     main_state, disc_state = checkpoint["optimizer_states"]
     model = FactorVAE(FactorVAEConfig())
     n_disc = len(model.auxiliary_parameters())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -82,6 +83,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config value {name}={value!r} must be a number")
+        if not math.isfinite(value):
+            raise ValueError(f"config value {name}={value!r} must be a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

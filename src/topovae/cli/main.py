@@ -180,6 +180,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from topovae.training.checkpoint import CheckpointWriteError
     from topovae.training.run import check_output_dir, create_run_dir, read_run_config
     from topovae.training.trainer import TrainingDivergedError, fit, resume
 
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 _check_data(experiment)
                 run_dir = create_run_dir(args.out, experiment)
             result = fit(experiment, run_dir)
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointWriteError) as err:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, PermissionError, ImportError) as err:
         return _fail(str(err))
@@ -292,6 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from topovae.evaluate import evaluate_run
     from topovae.presets import load_preset
+    from topovae.training.checkpoint import CheckpointWriteError
     from topovae.training.run import check_output_dir, create_run_dir
     from topovae.training.trainer import TrainingDivergedError, fit
 
@@ -309,7 +311,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"training {experiment.description}", flush=True)
         fit(experiment, run_dir)
         metrics = evaluate_run(run_dir)
-    except TrainingDivergedError as err:
+    except (TrainingDivergedError, CheckpointWriteError) as err:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))

@@ -16,6 +16,7 @@ official array uses ``linspace(0, 2*pi, 40)`` (first and last orientations coinc
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +153,23 @@ class DSpritesArray:
     def __init__(self, path: str | Path):
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                self.imgs = np.asarray(data["imgs"], dtype=np.uint8)
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"dSprites file {path} is unreadable or lacks 'imgs': {err}") from err
+            data = np.load(path, allow_pickle=False)  # arrays only: never unpickles
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"dSprites file {path} is not a readable .npz archive "
+                             f"({err or type(err).__name__})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"dSprites file {path} is a single .npy array, not the .npz "
+                             "archive of the dSprites dataset")
+        try:
+            with data:
+                imgs = data["imgs"]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"dSprites file {path} is unreadable or lacks 'imgs': {err}"
+                             ) from None
+        if imgs.dtype not in (np.uint8, np.bool_):
+            raise ValueError(f"dSprites file {path} has imgs of dtype {imgs.dtype}, expected "
+                             "uint8 (binary images)")
+        self.imgs = np.asarray(imgs, dtype=np.uint8)
         expected = int(np.prod(FACTOR_SIZES))
         if self.imgs.shape != (expected, 64, 64):
             raise ValueError(

@@ -146,14 +146,42 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     meta_path = directory / "model.json"
     if not meta_path.exists():
         raise ValueError(f"{directory} holds no saved model (model.json is missing)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str) \
+            or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{meta_path} is not a topovae model description (it needs a 'model' "
+                         "name and a 'config' mapping)")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{directory} was written by an incompatible topovae version (model format "
             f"{version}, this version reads {FORMAT_VERSION}); retrain or use a matching topovae"
         )
-    model = build_model(meta["model"], meta["config"])
-    state = load_file(str(directory / "model.safetensors"), device=str(map_location))
+    try:
+        model = build_model(meta["model"], meta["config"])
+    except ValueError as err:
+        raise ValueError(f"{meta_path}: {err}") from None
+    weights_path = directory / "model.safetensors"
+    if not weights_path.is_file():
+        raise ValueError(f"{directory} has model.json but no model.safetensors")
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{weights_path} is not a readable safetensors file ({first})") from None
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    found = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra
+                 else "", ", ".join(f"{k} is {found[k][1]} {list(found[k][0])} instead of "
+                                    f"{expected[k][1]} {list(expected[k][0])}" for k in wrong[:2])]
+        raise ValueError(f"{weights_path} does not fit the model of {meta_path} "
+                         f"({'; '.join(p for p in parts if p)})")
     model.load_state_dict(state)
     return model

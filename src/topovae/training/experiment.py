@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -23,7 +24,8 @@ from topovae.data.loaders import DataConfig
 from topovae.models.base import MODELS
 
 __all__ = ["FORMAT_VERSION", "ModelSpec", "TrainConfig", "EvaluateConfig", "ExperimentConfig",
-           "parse_overrides", "apply_overrides", "ensure_models_registered"]
+           "parse_overrides", "apply_overrides", "ensure_models_registered", "check_model_size",
+           "MAX_PARAMETERS"]
 
 #: Version of the run-directory / ``config.yaml`` layout. A run written with another version is
 #: refused by :func:`topovae.training.run.load_run` instead of being misread.
@@ -286,10 +288,24 @@ def check_data(experiment: ExperimentConfig) -> Any:
     """
     from topovae.data.loaders import build_data
 
-    bundle = build_data(experiment.data, seed=experiment.train.seed)
+    check_model_size(experiment)
     model_config = experiment.model.build_config()
     expected_shape = getattr(model_config, "input_shape", None)
     expected_len = getattr(model_config, "seq_len", None)
+    data = experiment.data
+    if expected_len is not None and data.seq_len != expected_len:  # before building any batch
+        raise ValueError(f"data.seq_len is {data.seq_len} but model.config.seq_len is "
+                         f"{expected_len}; make data.seq_len and model.config.seq_len agree")
+    if expected_shape is not None:
+        batch_bytes = 4 * data.batch_size * data.seq_len * math.prod(expected_shape)
+        if batch_bytes > MAX_BATCH_BYTES:
+            raise ValueError(f"one batch of data.batch_size={data.batch_size} sequences of "
+                             f"{data.seq_len} frames would take {batch_bytes / 2**30:,.0f} GiB; "
+                             "lower data.batch_size or data.seq_len")
+    bundle = build_data(experiment.data, seed=experiment.train.seed)
+    if len(bundle.train) == 0:
+        raise ValueError(f"data.batch_size={data.batch_size} is larger than the training set "
+                         "(not one batch per epoch); lower data.batch_size")
     for split, loader in (("train", bundle.train), ("test", bundle.test)):
         x = loader.batch(0, 0)["x"]
         if expected_shape is not None and tuple(x.shape[2:]) != tuple(expected_shape):
@@ -350,3 +366,31 @@ def adapt_to_data(experiment: ExperimentConfig) -> ExperimentConfig:
                          f"{rule['time_window']} (the rule of docs/your-data.md for S={n_frames}: "
                          f"cap_dim={rule['cap_dim']}, time_window={rule['time_window']})")
     return experiment.with_overrides(overrides)
+#: More parameters than this (8 GiB of float32 weights) is taken for a mistyped size.
+MAX_PARAMETERS = 2**31
+#: A batch of more bytes than this (8 GiB of float32 frames) is taken for a mistyped size.
+MAX_BATCH_BYTES = 2**33
+
+
+def check_model_size(experiment: ExperimentConfig) -> int:
+    """Build the model on the ``meta`` device (no memory) and return its parameter count.
+
+    A model that cannot be built, or with more than :data:`MAX_PARAMETERS` parameters (a size
+    typed with too many digits), is a ``ValueError`` naming ``model.config``.
+    """
+    import torch
+
+    from topovae.models.base import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(experiment.model.name, experiment.model.config)
+    except (RuntimeError, TypeError, OverflowError, MemoryError, ZeroDivisionError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"model.config of {experiment.model.name!r} gives a model that cannot "
+                         f"be built ({first})") from None
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"model.config of {experiment.model.name!r} gives {count:,} parameters "
+                         f"(more than {MAX_PARAMETERS:,}); check the sizes in model.config")
+    return count

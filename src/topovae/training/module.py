@@ -100,10 +100,13 @@ class EpochBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.fixed_epoch if self.fixed_epoch is not None else int(self.epoch_fn())
         skip = 0
-        if self.resume_position is not None:
+        if self.resume_position is not None and self.fixed_epoch is None:
             resume_epoch, done = self.resume_position
-            if resume_epoch == epoch:
-                skip = done
+            if done >= len(self):  # saved after the last batch of its epoch: the next one starts
+                resume_epoch, done = resume_epoch + 1, 0
+            # Lightning creates the first iterator before its loops have restored the epoch
+            # counter: the pending resume position, not epoch_fn(), says which epoch comes next
+            epoch, skip = resume_epoch, done
             # kept until a batch is trained (Lightning may call iter() more than once on resume)
         if hasattr(self.loader, "batch"):
             return self._direct_batches(epoch, skip)
@@ -151,6 +154,7 @@ class TopoVAEModule(L.LightningModule):
         self.automatic_optimization = not self.has_auxiliary
         self.train_batches: EpochBatches | None = None
         self.batches_done_in_epoch = 0  # batches trained on in the current epoch
+        self._step_values: dict[str, torch.Tensor | float] = {}  # logged by the last step
 
     # -- optimisation -------------------------------------------------------------------------
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -191,7 +195,15 @@ class TopoVAEModule(L.LightningModule):
                      if isinstance(v, torch.Tensor)}
             raise NonFiniteLossError(self._optimizer_steps() + 1, float(loss.detach()), terms)
 
+    def _log_step(self, name: str, value: torch.Tensor | float, **kwargs: Any) -> None:
+        """``self.log``, remembering the value: a checkpoint carries its own step's log row."""
+        self.log(name, value, **kwargs)
+        # a copy: a term may be a view of a parameter that the optimiser step changes next
+        self._step_values[name] = (value.detach().clone() if isinstance(value, torch.Tensor)
+                                   else value)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._step_values = {}
         x = batch["x"]
         out = self.model(x)
         loss = self.weighted_loss(out)
@@ -210,13 +222,14 @@ class TopoVAEModule(L.LightningModule):
                 aux_opt.zero_grad()
                 self.manual_backward(aux_loss)
                 aux_opt.step()
-                self.log("train/aux_loss", aux_loss.detach(), batch_size=batch_size)
-        self.log("loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+                self._log_step("train/aux_loss", aux_loss.detach(), batch_size=batch_size)
+        self._log_step("loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         for name, value in out.terms.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
-                self.log(f"train/{name}", value.detach().float(), batch_size=batch_size)
+                self._log_step(f"train/{name}", value.detach().float(), batch_size=batch_size)
         if self.train_config.kl_warmup_steps > 0:
-            self.log("train/reg_weight", self.regularisation_weight(), batch_size=batch_size)
+            self._log_step("train/reg_weight", self.regularisation_weight(),
+                           batch_size=batch_size)
         self.batches_done_in_epoch = batch_idx + 1
         if self.train_batches is not None:
             self.train_batches.resume_position = None
@@ -224,7 +237,13 @@ class TopoVAEModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["x"]
-        out = self.model(x)
+        # the validation noise has its own seed: validating neither draws from nor depends on
+        # the training RNG, so a resumed run trains with the same noise whether or not the
+        # validation of the epoch it resumed in had run before the interruption
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.train_config.seed * 100_003 + batch_idx)
+            out = self.model(x)
         self.log("val/loss", out.loss.detach(), prog_bar=True, batch_size=x.shape[0],
                  sync_dist=True)
 
@@ -232,8 +251,14 @@ class TopoVAEModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["topovae"] = {
             "epoch": int(self.current_epoch),
+            "steps": int(self._optimizer_steps()),
             "batches_done_in_epoch": int(self.batches_done_in_epoch),
             "rng": capture_rng_state(),
+            # the CSV row of this step as Lightning logs it, after the batch-end hooks that write
+            # checkpoints: a run killed in between gets the row back from the checkpoint
+            "log_row": {"epoch": int(self.current_epoch), "step": int(self._optimizer_steps()) - 1,
+                        **{name: float(torch.as_tensor(value, dtype=torch.float32))
+                           for name, value in self._step_values.items()}},
             "model_name": self.model.registry_name,
             "model_config": self.model.config.to_dict(),
         }

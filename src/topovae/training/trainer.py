@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,9 +37,13 @@ from topovae.data.loaders import build_data
 from topovae.models.base import build_model
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
     AtomicCheckpointIO,
+    CheckpointError,
     FaultInjection,
     PeriodicCheckpoint,
+    choose_resume_checkpoint,
+    remove_stale_temporaries,
 )
 from topovae.training.distributed import (
     DistributedRun,
@@ -106,24 +111,55 @@ def _strategy(experiment: ExperimentConfig) -> Any:
     return experiment.train.strategy
 
 
-def _checkpoint_step(path: Path) -> int:
-    """The ``global_step`` stored in the Lightning checkpoint ``path`` (the logged step unit)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state.get("global_step", 0))
+def _resume_checkpoint(run_dir: Path, cfg: Any, model: torch.nn.Module,
+                       model_name: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a resumed run continues from (``last.ckpt``, or ``previous.ckpt`` when the
+    last one is damaged), read safely and checked against the run's model."""
+    directory = run_dir / CHECKPOINT_DIR
+    main_rank = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not any((directory / name).exists() for name in (LAST_CHECKPOINT, PREVIOUS_CHECKPOINT)):
+        raise ValueError(
+            f"{run_dir} has no checkpoint to resume from ({directory / LAST_CHECKPOINT} is "
+            f"missing): it stopped before its first checkpoint (written every "
+            f"{cfg.checkpoint_every_n_steps} steps); delete it and train it again")
+    if main_rank:
+        remove_stale_temporaries(directory)
+
+    def warn(message: str) -> None:
+        print(f"topovae: warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+    path, state = choose_resume_checkpoint(directory, rename_damaged=main_rank,
+                                           warn=warn if main_rank else None)
+    if state["topovae"].get("model_name", model_name) != model_name:
+        raise CheckpointError(f"checkpoint {path} holds a {state['topovae'].get('model_name')!r} "
+                              f"model but {run_dir}/config.yaml trains {model_name!r}")
+    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["state_dict"].items()
+             if isinstance(v, torch.Tensor)}
+    if expected != found:
+        wrong = sorted(set(expected) ^ set(found)) or sorted(
+            k for k in expected if expected[k] != found[k])
+        raise CheckpointError(f"checkpoint {path} does not fit the model of {run_dir}/config.yaml "
+                              f"(tensors differ: {', '.join(wrong[:4])})")
+    return path, state
 
 
 class HistoryKeepingCSVLogger(CSVLogger):
     """A CSVLogger that keeps the rows of the earlier sessions of a resumed run.
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so resuming a run
-    would lose its training curves up to the checkpoint. With ``keep_until_step`` set (the step
-    the run resumes from), the rows logged up to that step are written back before the new
-    session logs; later rows belong to steps the resumed session trains again and are dropped.
+    would lose its training curves up to the checkpoint. With ``keep_until_step`` set (the
+    logged step of the last batch the checkpoint holds), the rows logged up to that step are
+    written back before the new session logs; later rows belong to steps the resumed session
+    trains again and are dropped. ``pending_row`` is the checkpoint's own copy of its step's
+    row, added when a kill came between the checkpoint and the writing of that row.
     """
 
-    def __init__(self, *args: Any, keep_until_step: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_until_step: int | None = None,
+                 pending_row: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._keep_until_step = keep_until_step
+        self._pending_row = pending_row
 
     @property
     def experiment(self) -> Any:
@@ -140,6 +176,13 @@ class HistoryKeepingCSVLogger(CSVLogger):
                 header = list(reader.fieldnames or [])
                 rows = [row for row in reader
                         if _as_step(row.get("step")) <= self._keep_until_step]
+        pending = self._pending_row
+        if pending is not None and not any(
+                _as_step(row.get("step")) == pending["step"] and row.get("loss")
+                for row in rows):
+            row_values = {key: str(value) for key, value in pending.items()}
+            header = sorted(set(header) | set(row_values))
+            rows.append(row_values)
         with warnings.catch_warnings():
             # "Previous log files in this directory will be deleted": not the rows kept here
             warnings.filterwarnings("ignore", message="Experiment logs directory")
@@ -163,24 +206,39 @@ def _as_step(value: str | None) -> float:
         return math.inf
 
 
-def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> FitResult:
+def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+        update_config: bool = False) -> FitResult:
     """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
 
-    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt``. Raises
+    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt`` (or
+    ``previous.ckpt`` if the last one is damaged), and ``update_config`` rewrites
+    ``config.yaml`` with ``experiment`` once that checkpoint has been checked. Raises
     :class:`TrainingDivergedError` on a NaN/inf loss (naming the step and the kept checkpoint).
     """
     _quiet_lightning()
     run_dir = Path(run_dir)
     cfg = experiment.train
     checkpoint_path = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if resume and not checkpoint_path.exists():
-        raise ValueError(f"{run_dir} has no checkpoint to resume from ({checkpoint_path} is "
-                         "missing); start a new run instead")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(experiment.model.name, experiment.model.config)
     bundle = build_data(experiment.data, seed=cfg.seed)
     module = TopoVAEModule(model, cfg)
+    resume_from, resumed_step, pending_row = None, None, None
+    if resume:
+        resume_from, resume_state = _resume_checkpoint(run_dir, cfg, model,
+                                                       experiment.model.name)
+        resumed_step = int(resume_state["topovae"].get("steps", resume_state["global_step"])) - 1
+        pending_row = resume_state["topovae"].get("log_row")
+        if pending_row is None or (resumed_step + 1) % cfg.log_every_n_steps != 0:
+            pending_row = None  # Lightning logs every log_every_n_steps-th step only
+        del resume_state
+        # another world size is refused before config.yaml changes (on the checkpoint chosen
+        # above, which may be previous.ckpt when last.ckpt is damaged)
+        check_resume_world_size(resume_from, cfg.num_nodes * cfg.devices, cfg.num_nodes,
+                                cfg.devices)
+        if update_config and is_global_zero_process():
+            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
 
     trainer_holder: dict[str, L.Trainer] = {}
 
@@ -198,8 +256,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         val_batches = EpochBatches(bundle.val, current_epoch, shard, fixed_epoch=0)
 
     steps_fn = module._optimizer_steps
-    callbacks: list[L.Callback] = [
-        PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
+    periodic = PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn,
+                                  max_steps=cfg.max_steps, max_time=cfg.max_time)
+    callbacks: list[L.Callback] = [periodic]
     if cfg.progress_bar:
         callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
     distributed = DistributedRun(experiment.data.batch_size, experiment.data.seq_len,
@@ -217,10 +276,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         callbacks.append(FaultInjection(fault, steps_fn))
 
     steps_per_batch = 2 if module.has_auxiliary else 1  # Lightning counts every optimiser
-    resumed_step = _checkpoint_step(checkpoint_path) if resume else None
     loggers = [
         HistoryKeepingCSVLogger(save_dir=str(run_dir), name="logs", version="csv",
-                                keep_until_step=resumed_step),
+                                keep_until_step=resumed_step, pending_row=pending_row),
         TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
                           default_hp_metric=False),
     ]
@@ -232,10 +290,10 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         precision=cfg.precision,
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps * steps_per_batch if cfg.max_steps > 0 else -1,
-        max_time={"seconds": cfg.max_time} if cfg.max_time is not None else None,
+        max_time=None,  # the time limit is PeriodicCheckpoint's: it saves the last step first
         logger=loggers,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(fault)],
         enable_checkpointing=False,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
@@ -247,8 +305,8 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         use_distributed_sampler=False,
     )
     trainer_holder["trainer"] = trainer
-    if resume:
-        check_resume_world_size(checkpoint_path, trainer.world_size, trainer.num_nodes,
+    if resume_from is not None:
+        check_resume_world_size(resume_from, trainer.world_size, trainer.num_nodes,
                                 trainer.num_devices)
     if trainer.is_global_zero:
         loggers[0].log_hyperparams(experiment.resolved().to_dict())
@@ -256,7 +314,8 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     started = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches,
-                    ckpt_path=str(checkpoint_path) if resume else None, weights_only=False)
+                    ckpt_path=str(resume_from) if resume_from is not None else None,
+                    weights_only=True)
     except NonFiniteLossError as err:
         kept = (f"the last good checkpoint {checkpoint_path} is kept"
                 if checkpoint_path.exists() else "no checkpoint had been written yet")
@@ -264,16 +323,27 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
             f"training stopped: {err}; {kept} (lower train.lr, set train.grad_clip or "
             "train.kl_warmup_steps)") from err
 
-    trainer.save_checkpoint(checkpoint_path)
+    if steps_fn() > 0 and periodic.last_saved_step != steps_fn() and not (
+            resume_from is not None and resumed_step + 1 == steps_fn()):
+        trainer.save_checkpoint(checkpoint_path)  # stopped otherwise than by a limit
+    digests = list(distributed.digests)  # every rank's, gathered at the end of training
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
     metrics = trainer.callback_metrics
     last_loss = float(metrics["loss"]) if "loss" in metrics else None
     if trainer.is_global_zero:
         _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
-                             resume=resume, processes=distributed.summary(trainer))
-    return FitResult(run_dir=run_dir, steps=steps_fn(), epochs_completed=int(trainer.current_epoch),
+                             resume=resume, epochs=_epochs_completed(steps_fn(), train_batches),
+                             digests=digests, processes=distributed.summary(trainer))
+    return FitResult(run_dir=run_dir, steps=steps_fn(),
+                     epochs_completed=_epochs_completed(steps_fn(), train_batches),
                      last_loss=last_loss, checkpoint=checkpoint_path)
+
+
+def _epochs_completed(steps: int, batches: EpochBatches) -> int:
+    """Whole epochs trained (Lightning counts an epoch stopped part-way by a limit as done)."""
+    per_epoch = len(batches)
+    return steps // per_epoch if per_epoch > 0 else 0
 
 
 def _cpu_model() -> str:
@@ -304,7 +374,8 @@ def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
 
 
 def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, steps: int, *,
-                         resume: bool, processes: dict[str, Any] | None = None) -> None:
+                         resume: bool, epochs: int, digests: list[str],
+                         processes: dict[str, Any] | None = None) -> None:
     """Add this session to ``RUN/train_summary.json`` (``train_seconds`` sums the sessions).
 
     ``processes`` (from :class:`DistributedRun`) adds the world size, the per-device and global
@@ -326,7 +397,9 @@ def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, step
                      "machine": machine, **(processes or {})})
     atomic_write_json(path, {
         "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
-        "steps": int(steps), "epochs_completed": int(trainer.current_epoch),
+        "steps": int(steps), "epochs_completed": int(epochs),
+        # SHA-256 of the final weights held by each process: DDP ranks must all agree
+        "rank_weights_sha256": digests,
         "sessions": sessions, "machine": machine, **(processes or {})})
 
 
@@ -341,11 +414,4 @@ def resume(run_dir: str | Path, **train_overrides: Any) -> FitResult:
     if train_overrides:
         experiment = dataclasses.replace(experiment,
                                          train=experiment.train.replace(**train_overrides))
-        checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-        if checkpoint.exists():  # refuse another world size before config.yaml changes
-            cfg = experiment.train
-            check_resume_world_size(checkpoint, cfg.num_nodes * cfg.devices, cfg.num_nodes,
-                                    cfg.devices)
-        if is_global_zero_process():
-            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
-    return fit(experiment, run_dir, resume=True)
+    return fit(experiment, run_dir, resume=True, update_config=bool(train_overrides))
