@@ -23,3 +23,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def deterministic_log(run: Path) -> str:
+    """``RUN/logs/csv/metrics.csv`` without its wall-time columns (``eval/seconds``): what an
+    interrupted and resumed run must reproduce exactly."""
+    import csv
+    import io
+
+    with (run / "logs" / "csv" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return ""
+    keep = [name for name in rows[0] if not name.endswith("seconds")]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=keep, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

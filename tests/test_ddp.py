@@ -2,7 +2,7 @@
 
 Rank ``r`` of ``W`` trains loader batches ``r, r + W, ...`` of each epoch; DDP averages the
 gradients, so a step is one optimiser step on the mean gradient of a global batch of ``W``
-loader batches. Both ranks are seeded alike, so they draw the same reparameterisation noise.
+loader batches. Every rank draws the noise of the whole global batch and keeps its own rows.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import deterministic_log
 from topovae.training.run import read_run_config
 
 TINY = [
@@ -61,8 +62,9 @@ def test_both_ranks_hold_identical_weights(ddp_run: Path) -> None:
 
 
 def test_ddp_matches_one_process_on_the_same_global_batches(ddp_run: Path) -> None:
-    """A plain single-process loop over the same global batches (mean gradient of loader
-    batches 2s and 2s+1, each with the noise both ranks draw) gives the same weights."""
+    """A plain single-process loop over the global batches (the loader at the global batch
+    size, ``W x data.batch_size`` sequences, one mean loss) gives the same weights: the ranks'
+    shards and their slices of the noise add up to what one process draws."""
     import lightning as L
 
     from topovae.data.loaders import build_data
@@ -72,24 +74,19 @@ def test_ddp_matches_one_process_on_the_same_global_batches(ddp_run: Path) -> No
     experiment = read_run_config(ddp_run)
     cfg = experiment.train
     assert cfg.kl_warmup_steps == 0 and cfg.grad_clip is None  # the loop below omits both
+    world = 2
+    data = experiment.data.replace(batch_size=world * experiment.data.batch_size)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(experiment.model.name, experiment.model.config)
-    loader = build_data(experiment.data, seed=cfg.seed).train
+    loader = build_data(data, seed=cfg.seed).train
     optimizer = make_optimizer(cfg.optimizer, model.main_parameters(), lr=cfg.lr,
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # Lightning's DDP set-up seeds every process again (after the model was built, before
-    # the first step): the noise of step 1 comes from a freshly seeded generator
+    # every process is seeded again after the model is built, before the first step
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    world = 2
-    per_rank = len(loader) // world
     for step in range(STEPS):
-        epoch, local = divmod(step, per_rank)
-        noise = torch.get_rng_state()
+        epoch, index = divmod(step, len(loader))
         optimizer.zero_grad()
-        for rank in range(world):
-            torch.set_rng_state(noise)  # every rank draws the same noise
-            out = model(loader.batch(epoch, local * world + rank)["x"])
-            (out.loss / world).backward()
+        model(loader.batch(epoch, index)["x"]).loss.backward()
         optimizer.step()
     trained = load_file(str(ddp_run / "model.safetensors"))
     reference = model.state_dict()
@@ -114,5 +111,4 @@ def test_killed_ddp_run_resumes_exactly(mnist_dir: Path, ddp_run: Path, tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((run / "train_summary.json").read_text())
     assert len(set(summary["rank_weights_sha256"])) == 1
-    log = lambda r: (r / "logs" / "csv" / "metrics.csv").read_text()  # noqa: E731
-    assert log(ddp_run) == log(run)
+    assert deterministic_log(ddp_run) == deterministic_log(run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import multiprocessing
 import os
 import random
@@ -24,6 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import deterministic_log
 from topovae.cli.main import main
 from topovae.training.checkpoint import (
     DamagedCheckpointError,
@@ -65,7 +67,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def csv_log(run: Path) -> str:
-    return (run / "logs" / "csv" / "metrics.csv").read_text()
+    return deterministic_log(run)
 
 
 def assert_same_training_log(reference: Path, run: Path) -> int:
@@ -73,8 +75,7 @@ def assert_same_training_log(reference: Path, run: Path) -> int:
     validation rows a subset (a kill between an epoch's last checkpoint and the end of its
     validation loses that validation row). Returns the number of validation rows lost."""
     def rows(path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-        with (path / "logs" / "csv" / "metrics.csv").open() as file:
-            every = list(csv.DictReader(file))
+        every = list(csv.DictReader(io.StringIO(deterministic_log(path))))
         return [r for r in every if r.get("loss")], [r for r in every if not r.get("loss")]
 
     (train_a, val_a), (train_b, val_b) = rows(reference), rows(run)
