@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from topovae.data.loaders import build_data
+from topovae.hardware import bf16_advice
 from topovae.models.base import build_model
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
@@ -155,10 +157,12 @@ def _as_step(value: str | None) -> float:
         return math.inf
 
 
-def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> FitResult:
+def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
+        callbacks: list[L.Callback] | None = None) -> FitResult:
     """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
 
-    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt``. Raises
+    With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt``.
+    ``callbacks`` are added to the trainer's own (the loop benchmark times steps with one). Raises
     :class:`TrainingDivergedError` on a NaN/inf loss (naming the step and the kept checkpoint).
     """
     _quiet_lightning()
@@ -189,11 +193,13 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if bundle.val is not None and cfg.val_batches > 0 and len(bundle.val) > 0:
         val_batches = EpochBatches(bundle.val, current_epoch, shard, fixed_epoch=0)
 
+    extra_callbacks = list(callbacks or [])
     steps_fn = module._optimizer_steps
-    callbacks: list[L.Callback] = [
+    callbacks = [
         PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn)]
     if cfg.progress_bar:
         callbacks.append(_ProgressBar(refresh_rate=max(1, min(20, cfg.log_every_n_steps))))
+    callbacks.extend(extra_callbacks)
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
@@ -228,6 +234,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         use_distributed_sampler=False,
     )
     trainer_holder["trainer"] = trainer
+    advice = bf16_advice(cfg.precision, cfg.accelerator)
+    if advice is not None and trainer.is_global_zero:
+        print(advice, file=sys.stderr, flush=True)
     if trainer.is_global_zero:
         loggers[0].log_hyperparams(experiment.resolved().to_dict())
 
