@@ -236,7 +236,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
     print(_metrics_summary(metrics))
-    print(f"wrote {Path(args.run) / 'metrics.json'}")
+    seconds = metrics.get("seconds")
+    took = f" (evaluated in {seconds:.1f} s)" if isinstance(seconds, (int, float)) else ""
+    print(f"wrote {Path(args.run) / 'metrics.json'}{took}")
     return 0
 
 
