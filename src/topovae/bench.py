@@ -19,15 +19,28 @@ sequences per batch = 144 images of 3 x 28 x 28, shifting coherence, time window
 * ``data_ms_per_batch`` / ``data_to_step_ratio``: time to build one batch of sequences, from
   ``topovae.data.bench.time_data_batch`` when the data package provides it (else ``None``).
 
-Timings are medians over ``repeats`` runs after warm-up; step and bound are measured interleaved
-so that both see the same machine load.
+What users wait for is the training loop, not an isolated step:
+
+* ``loop_step_ms``: the real ``topovae train`` loop (:func:`topovae.training.fit` on the
+  ``tvae-demo`` preset, with its logging, validation and periodic checkpoints), the mean time per
+  step over ``loop_steps`` steps after warm-up (:mod:`topovae.training.loop_timing`);
+* ``adam_ms``: the optimiser update alone (fused Adam over the model's 9.8 M parameters);
+* ``bound_ms = matmul_bound_ms + adam_ms``: the step's physical limit in float32, the quantity
+  ``loop_to_bound_ratio`` and ``step_to_full_bound_ratio`` divide by;
+* ``matmul_bound_bf16_ms`` / ``bound_bf16_ms``: the same matrix multiplies in bfloat16 (plus the
+  float32 Adam update of the master weights), the limit of ``bf16-mixed`` training;
+  ``train_step_bf16_ms`` and ``loop_step_bf16_ms`` are the step and loop under ``bf16-mixed``;
+* ``is_matmul_bound_ms``: the importance sampler's matrix multiplies (encoders once, decoder once
+  per sample, forward only): ``is_to_bound_ratio`` says how close the estimator runs to it;
+* ``has_bf16_matrix_units``: whether the CPU has AMX (without it bfloat16 is slower on a CPU).
+
+Timings are medians over ``repeats`` runs after warm-up; step and bounds are measured interleaved
+so that all see the same machine load. All ratios of one result come from one run.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
 import resource
 import statistics
 import time
@@ -53,33 +66,31 @@ def matmul_bound_shapes(d: int = N_CAPS * CAP_DIM, pixels: int = math.prod(INPUT
     return encoder + encoder + decoder
 
 
-def _machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _timed(fn: Callable[[], Any]) -> float:
+    # a CUDA kernel launch returns before the kernel ends: wait for it on both sides
+    _synchronize()
     start = time.perf_counter()
     fn()
+    _synchronize()
     return (time.perf_counter() - start) * 1000.0
 
 
-def _make_matmul_pass(batch: int, generator: torch.Generator) -> Callable[[], None]:
+def _make_matmul_pass(batch: int, generator: torch.Generator,
+                      dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu") -> Callable[[], None]:
     """One forward+backward of only the model's matrix multiplies (fresh outputs each time)."""
     layers = []
     for fan_in, fan_out, needs_input_grad in matmul_bound_shapes():
-        x = torch.randn(batch, fan_in, generator=generator)
-        w = torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in)
-        b = torch.zeros(fan_out)
-        g = torch.randn(batch, fan_out, generator=generator)
+        x = torch.randn(batch, fan_in, generator=generator).to(device, dtype)
+        w = (torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in)).to(device,
+                                                                                       dtype)
+        b = torch.zeros(fan_out, dtype=dtype, device=device)
+        g = torch.randn(batch, fan_out, generator=generator).to(device, dtype)
         layers.append((x, w, b, g, needs_input_grad))
 
     def run() -> None:
@@ -90,6 +101,34 @@ def _make_matmul_pass(batch: int, generator: torch.Generator) -> Callable[[], No
                 torch.mm(g, w)                  # input gradient
 
     return run
+
+
+def _make_is_matmul_pass(batch: int, n_samples: int, generator: torch.Generator,
+                         device: torch.device | str = "cpu") -> Callable[[], None]:
+    """The importance sampler's matrix multiplies: both encoders once, the decoder per sample."""
+    shapes = matmul_bound_shapes()
+    encoder, decoder = shapes[:6], shapes[6:]
+    layers = []
+    for (fan_in, fan_out, _), rows in ([(s, batch) for s in encoder]
+                                       + [(s, batch * n_samples) for s in decoder]):
+        x = torch.randn(rows, fan_in, generator=generator).to(device)
+        w = (torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in)).to(device)
+        layers.append((x, w, torch.zeros(fan_out, device=device)))
+
+    def run() -> None:
+        for x, w, b in layers:
+            torch.addmm(b, x, w.t())
+
+    return run
+
+
+def _make_adam_update(model: torch.nn.Module, generator: torch.Generator) -> Callable[[], None]:
+    """The optimiser update alone, on gradients of the model's shapes."""
+    params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for p in params:
+        p.grad = (torch.randn(p.shape, generator=generator) * 1e-3).to(p.device)
+    optimiser = _adam_for(params)
+    return optimiser.step
 
 
 def _is_loop(model: Any, x: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -116,9 +155,13 @@ def _is_loop(model: Any, x: torch.Tensor, n_samples: int) -> torch.Tensor:
 
 def _adam(model: torch.nn.Module) -> torch.optim.Optimizer:
     """The trainer's Adam (fused update where this torch build supports it)."""
+    return _adam_for(list(model.parameters()))
+
+
+def _adam_for(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     from topovae.training.optim import make_optimizer
 
-    return make_optimizer("adam", model.parameters(), lr=1e-4)
+    return make_optimizer("adam", params, lr=1e-4)
 
 
 def _data_ms() -> float | None:
@@ -129,10 +172,21 @@ def _data_ms() -> float | None:
     return float(time_data_batch())
 
 
-def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run every measurement (see the module docstring) and return them as a dict."""
+def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
+                  loop_steps: int = 300, loop_overrides: dict[str, Any] | None = None,
+                  device: str = "cpu") -> dict[str, Any]:
+    """Run every measurement (see the module docstring) and return them as a dict.
+
+    ``loop_steps = 0`` skips the two training-loop timings (float32 and ``bf16-mixed``);
+    ``loop_overrides`` (dotted config paths) go to the loop's preset, e.g. another data source.
+    ``device`` is where everything runs (``"cuda"`` on a GPU machine; the loop then trains with
+    ``train.accelerator=gpu``).
+    """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats <= 0:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+    if isinstance(loop_steps, bool) or not isinstance(loop_steps, int) or loop_steps < 0:
+        raise ValueError(f"loop_steps must be a non-negative integer, got {loop_steps!r}")
+    from topovae.hardware import cpu_model, has_bf16_matrix_units
     from topovae.models.tvae import TVAE, TVAEConfig
 
     def say(message: str) -> None:
@@ -143,9 +197,10 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0) -> d
     generator = torch.Generator().manual_seed(seed)
     config = TVAEConfig(input_shape=INPUT_SHAPE, n_caps=N_CAPS, cap_dim=CAP_DIM, seq_len=SEQ_LEN,
                         coherence="shifting", time_window=13, capsule_window=3)
-    model = TVAE(config)
+    dev = torch.device(device)
+    model = TVAE(config).to(dev)
     optimiser = _adam(model)
-    x = torch.rand(BATCH_SEQUENCES, SEQ_LEN, *INPUT_SHAPE, generator=generator)
+    x = torch.rand(BATCH_SEQUENCES, SEQ_LEN, *INPUT_SHAPE, generator=generator).to(dev)
     n_images = BATCH_SEQUENCES * SEQ_LEN
 
     def train_step() -> None:
@@ -154,33 +209,68 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0) -> d
         out.loss.backward()
         optimiser.step()
 
-    matmul_pass = _make_matmul_pass(n_images, generator)
+    def train_step_bf16() -> None:
+        # what Lightning's "bf16-mixed" does on a CPU: the forward under bfloat16 autocast
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            out = model(x)
+        optimiser.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimiser.step()
+
+    timed_fns = {
+        "step": train_step,
+        "step_bf16": train_step_bf16,
+        "matmul": _make_matmul_pass(n_images, generator, device=dev),
+        "matmul_bf16": _make_matmul_pass(n_images, generator, torch.bfloat16, dev),
+        "adam": _make_adam_update(model, generator),
+    }
     say("warming up")
     for _ in range(3):
-        train_step()
-        matmul_pass()
-    step_ms, bound_ms = [], []
+        for fn in timed_fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in timed_fns}
     for i in range(repeats):
-        step_ms.append(_timed(train_step))
-        bound_ms.append(_timed(matmul_pass))
+        for name, fn in timed_fns.items():
+            samples[name].append(_timed(fn))
         if progress and (i + 1) % 10 == 0:
             say(f"  step/bound repeat {i + 1}/{repeats}")
-    train_step_ms = statistics.median(step_ms)
-    matmul_bound_ms = statistics.median(bound_ms)
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    train_step_ms, matmul_bound_ms = med["step"], med["matmul"]
+    step_ms, bound_ms = samples["step"], samples["matmul"]
     say(f"step {train_step_ms:.1f} ms, matmul bound {matmul_bound_ms:.1f} ms (medians)")
 
     say("importance sampling")
     model.eval()
     is_repeats = max(3, repeats // 5)
+    is_bound = _make_is_matmul_pass(n_images, IS_SAMPLES, generator, dev)
     with torch.no_grad():
         model.log_likelihood(x, IS_SAMPLES)
         _is_loop(model, x, IS_SAMPLES)
-        vec_ms, loop_ms = [], []
+        is_bound()
+        vec_ms, loop_ms, is_bound_ms = [], [], []
         for _ in range(is_repeats):
             vec_ms.append(_timed(lambda: model.log_likelihood(x, IS_SAMPLES)))
             loop_ms.append(_timed(lambda: _is_loop(model, x, IS_SAMPLES)))
+            is_bound_ms.append(_timed(is_bound))
     is_vectorised_ms = statistics.median(vec_ms)
     is_loop_ms = statistics.median(loop_ms)
+    is_matmul_bound_ms = statistics.median(is_bound_ms)
+
+    loop: dict[str, Any] = {}
+    if loop_steps > 0:
+        from topovae.training.loop_timing import time_training_loop
+
+        for precision, suffix in (("32-true", ""), ("bf16-mixed", "_bf16")):
+            say(f"training loop ({precision}, {loop_steps} steps after warm-up)")
+            overrides = dict(loop_overrides or {})
+            if dev.type == "cuda":
+                overrides.setdefault("train.accelerator", "gpu")
+            timing = time_training_loop("tvae-demo", steps=loop_steps, precision=precision,
+                                        seed=seed, overrides=overrides)
+            loop[f"loop_step{suffix}_ms"] = timing["loop_step_ms"]
+            loop["loop_timed_steps"] = timing["loop_timed_steps"]
+    bound = matmul_bound_ms + med["adam"]
+    bound_bf16 = med["matmul_bf16"] + med["adam"]
 
     say("data pipeline")
     data_ms = _data_ms()
@@ -192,6 +282,20 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0) -> d
         "train_step_ms": train_step_ms,
         "matmul_bound_ms": matmul_bound_ms,
         "step_to_bound_ratio": train_step_ms / matmul_bound_ms,
+        "adam_ms": med["adam"],
+        "bound_ms": bound,
+        "step_to_full_bound_ratio": train_step_ms / bound,
+        "loop_step_ms": loop.get("loop_step_ms"),
+        "loop_to_bound_ratio": (loop["loop_step_ms"] / bound) if loop else None,
+        "matmul_bound_bf16_ms": med["matmul_bf16"],
+        "bound_bf16_ms": bound_bf16,
+        "train_step_bf16_ms": med["step_bf16"],
+        "step_bf16_to_bound_bf16_ratio": med["step_bf16"] / bound_bf16,
+        "loop_step_bf16_ms": loop.get("loop_step_bf16_ms"),
+        "loop_bf16_to_bound_bf16_ratio": (loop["loop_step_bf16_ms"] / bound_bf16) if loop
+        else None,
+        "loop_timed_steps": loop.get("loop_timed_steps"),
+        "has_bf16_matrix_units": has_bf16_matrix_units(),
         # minima are less sensitive to other processes sharing the cores
         "train_step_min_ms": min(step_ms),
         "matmul_bound_min_ms": min(bound_ms),
@@ -200,12 +304,15 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0) -> d
         "is_vectorised_ms": is_vectorised_ms,
         "is_loop_ms": is_loop_ms,
         "is_eval_speedup": is_loop_ms / is_vectorised_ms,
+        "is_matmul_bound_ms": is_matmul_bound_ms,
+        "is_to_bound_ratio": is_vectorised_ms / is_matmul_bound_ms,
         "peak_rss_mb": peak_rss_mb,
         "data_ms_per_batch": data_ms,
         "data_to_step_ratio": None if data_ms is None else data_ms / train_step_ms,
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
-        "machine": _machine(),
+        "machine": cpu_model(),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
 
 

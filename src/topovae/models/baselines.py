@@ -250,13 +250,14 @@ class _GaussianVAE(GenerativeModel):
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance ``(N, d)`` of images ``(N, C, H, W)``."""
-        stats = self.encoder(images)
+        # statistics and logits in the images' dtype: float32 densities under bfloat16 autocast
+        stats = self.encoder(images).to(images.dtype)
         mu, logvar = stats.chunk(2, dim=-1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits ``(N, C, H, W)`` of codes ``(N, d)``."""
-        return self.decoder(z)
+        return self.decoder(z).to(z.dtype)
 
     def representation(self, images: torch.Tensor) -> torch.Tensor:
         """Posterior mean ``(N, d)`` of single images ``(N, C, H, W)``."""

@@ -212,15 +212,21 @@ class TVAE(GenerativeModel):
 
     # -- encoder -----------------------------------------------------------------------------
     def _encode_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frames ``(N, C, H, W)`` -> ``(N, 2d)`` z-statistics and u-statistics (or None)."""
+        """Frames ``(N, C, H, W)`` -> ``(N, 2d)`` z-statistics and u-statistics (or None).
+
+        The statistics come back in the dtype of ``frames``: under bfloat16 autocast the
+        networks' matrix multiplies run in bfloat16, while sampling, the topography's
+        ``sqrt(W u² + eps)`` and the log-densities stay in float32.
+        """
         if self.fused:
             h = F.relu(self.encoder_input(frames.reshape(frames.shape[0], -1)))
             z_stats = self.z_encoder(h[:, : self.hidden])
             u_stats = self.u_encoder(h[:, self.hidden:]) if self.u_encoder is not None else None
-            return z_stats, u_stats
-        z_stats = self.z_encoder(frames)
-        u_stats = self.u_encoder(frames) if self.u_encoder is not None else None
-        return z_stats, u_stats
+        else:
+            z_stats = self.z_encoder(frames)
+            u_stats = self.u_encoder(frames) if self.u_encoder is not None else None
+        return (z_stats.to(frames.dtype),
+                u_stats.to(frames.dtype) if u_stats is not None else None)
 
     def encode(self, x: torch.Tensor) -> Posterior:
         """Posterior means and log-variances of ``z`` and ``u`` for ``x`` ``(B, S, C, H, W)``."""
@@ -286,7 +292,9 @@ class TVAE(GenerativeModel):
     def _decode(self, t: torch.Tensor) -> torch.Tensor:
         lead = t.shape[:-2]
         logits = self.decoder(t.reshape(-1, self.latent_dim))
-        return logits.view(*lead, *self.config.input_shape)
+        # float32 logits under bfloat16 autocast: the Bernoulli log-likelihood sums 2,352
+        # pixels per image, beyond what bfloat16's 8-bit mantissa can add up exactly
+        return logits.view(*lead, *self.config.input_shape).to(t.dtype)
 
     # -- training objective ------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> ModelOutput:

@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from topovae.data.loaders import build_data
+from topovae.hardware import bf16_advice
 from topovae.models.base import build_model
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
@@ -207,12 +208,13 @@ def _as_step(value: str | None) -> float:
 
 
 def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = False,
-        update_config: bool = False) -> FitResult:
+        update_config: bool = False, callbacks: list[L.Callback] | None = None) -> FitResult:
     """Train ``experiment`` into ``run_dir`` (created beforehand with ``create_run_dir``).
 
     With ``resume=True`` training continues from ``run_dir/checkpoints/last.ckpt`` (or
     ``previous.ckpt`` if the last one is damaged), and ``update_config`` rewrites
-    ``config.yaml`` with ``experiment`` once that checkpoint has been checked. Raises
+    ``config.yaml`` with ``experiment`` once that checkpoint has been checked. ``callbacks``
+    are added to the trainer's own (the loop benchmark times steps with one). Raises
     :class:`TrainingDivergedError` on a NaN/inf loss (naming the step and the kept checkpoint).
     """
     _quiet_lightning()
@@ -255,6 +257,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if bundle.val is not None and cfg.val_batches > 0 and len(bundle.val) > 0:
         val_batches = EpochBatches(bundle.val, current_epoch, shard, fixed_epoch=0)
 
+    extra_callbacks = list(callbacks or [])
     steps_fn = module._optimizer_steps
     periodic = PeriodicCheckpoint(checkpoint_path, cfg.checkpoint_every_n_steps, steps_fn,
                                   max_steps=cfg.max_steps, max_time=cfg.max_time)
@@ -271,6 +274,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
                                          cfg.eval_sequences, steps_fn)
         if evaluation is not None:
             callbacks.append(evaluation)
+    callbacks.extend(extra_callbacks)
     fault = os.environ.get("TOPOVAE_FAULT")
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
@@ -308,6 +312,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if resume_from is not None:
         check_resume_world_size(resume_from, trainer.world_size, trainer.num_nodes,
                                 trainer.num_devices)
+    advice = bf16_advice(cfg.precision, cfg.accelerator)
+    if advice is not None and trainer.is_global_zero:
+        print(advice, file=sys.stderr, flush=True)
     if trainer.is_global_zero:
         loggers[0].log_hyperparams(experiment.resolved().to_dict())
 
