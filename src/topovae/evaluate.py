@@ -16,6 +16,16 @@ that evaluating the same run twice gives the same numbers:
   _context``: frame 0's code taken from the whole sequence as in training, where the temporal
   coupling lets it see frames inside the time window;
 * ``capsule_offset_correlation`` (dSprites runs);
+* the original code's estimators, labelled ``_paper_protocol``, to set beside the paper's
+  tables (ours stay the primary numbers): ``log_likelihood_paper_protocol_nats_per_image``
+  (every frame scored on its own, no ``- log K``; :func:`topovae.metrics
+  .log_likelihood_paper_protocol`) with ``log_likelihood_untrained_nats_per_image`` and
+  ``log_likelihood_paper_protocol_untrained_nats_per_image`` of the same architecture untrained;
+  on dSprites ``capsule_offset_correlation_paper_protocol`` per transformation (on codes sampled
+  from ``q``; :func:`topovae.metrics.capsule_offset_correlation_paper_protocol`) with its
+  ``_random`` control (Gaussian codes, same factors), the top-level value being the mean over the
+  four transformations; the strict ``capsule_offset_correlation`` has its ``_random`` control
+  too;
 * ``per_transformation``: the equivariance error, control and ratio (and the capsule-offset
   correlation for dSprites) of the test sequences of each transformation, for the builders that
   vary one factor per sequence (``single_factor``, ``dsprites``: Table 2 of the paper);
@@ -191,6 +201,87 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
         images += n_images
     return {"log_likelihood_nats_per_image": total / images, "n_is_samples": n_samples,
             "n_ll_sequences": len(x)}
+
+
+def _likelihood_paper_protocol(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
+                               batch_size: int, init_seed: int) -> dict[str, Any]:
+    """The original code's per-frame log-likelihood of ``x``, and both estimators for the same
+    architecture untrained (the level training starts from)."""
+    from topovae.metrics.likelihood import (
+        FrameWeights,
+        importance_sampled_log_likelihood,
+        log_likelihood_paper_protocol,
+    )
+    from topovae.models.base import build_model
+
+    keys = ("log_likelihood_paper_protocol_nats_per_image",
+            "log_likelihood_untrained_nats_per_image",
+            "log_likelihood_paper_protocol_untrained_nats_per_image")
+    if not isinstance(model, FrameWeights):
+        return dict.fromkeys(keys)
+    torch.manual_seed(init_seed)
+    fresh = build_model(model.registry_name, model.config).to(x.device).eval()
+    paper = log_likelihood_paper_protocol(model, x, n_samples, batch_size=batch_size)
+    untrained = importance_sampled_log_likelihood(fresh, x, n_samples, batch_size=batch_size)
+    paper_untrained = log_likelihood_paper_protocol(fresh, x, n_samples, batch_size=batch_size)
+    return dict(zip(keys, (paper.nats_per_image, untrained.nats_per_image,
+                           paper_untrained.nats_per_image), strict=True))
+
+
+def _sampled_codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Codes ``t`` sampled from ``q(z|x) q(u|x)`` (a forward pass), ``(B, S, n_caps, cap_dim)``."""
+    return torch.cat([model(x[i:i + batch_size]).codes for i in range(0, len(x), batch_size)])
+
+
+def _offsets_paper_protocol(sampled: torch.Tensor, factors: dict[str, torch.Tensor],
+                            seed: int) -> dict[str, Any]:
+    """The original code's capsule correlation per stepped dSprites factor, on codes sampled
+    from ``q``, and on Gaussian codes of the same shape and factors (its chance level)."""
+    from topovae.data.dsprites import SUBGRID
+    from topovae.data.sequences import DSpritesSequences
+    from topovae.metrics.equivariance import capsule_offset_correlation_paper_protocol
+
+    varied = factors.get("varied")
+    if varied is None:
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    random_codes = torch.randn(sampled.shape, generator=generator, dtype=torch.float64)
+    out: dict[str, Any] = {}
+    for k, name in enumerate(DSpritesSequences.STEPPED):
+        rows = (varied[:, 0] == k).cpu()
+        if int(rows.sum()) < 2 or name not in factors:
+            continue
+        grid = SUBGRID[name]
+        index = torch.from_numpy(np.searchsorted(grid, factors[name][rows].cpu().numpy()))
+        trained = capsule_offset_correlation_paper_protocol(sampled[rows.to(sampled.device)],
+                                                            index)
+        chance = capsule_offset_correlation_paper_protocol(random_codes[rows], index)
+        out[name] = {"capsule_offset_correlation_paper_protocol": _finite(trained["correlation"]),
+                     "capsule_offset_correlation_paper_protocol_random":
+                         _finite(chance["correlation"]),
+                     "paper_protocol_n_sequences": trained["n_sequences"]}
+    return out
+
+
+def _offset_controls(model: torch.nn.Module, x: torch.Tensor, codes: torch.Tensor,
+                     factors: dict[str, torch.Tensor], per: dict[str, Any], batch_size: int,
+                     seed: int) -> dict[str, Any]:
+    """The strict correlation's random-code control, and the original code's correlation (with
+    its control) per transformation, merged into ``per``; returns the top-level values."""
+    from topovae.metrics.equivariance import capsule_offset_correlation
+
+    generator = torch.Generator().manual_seed(seed)
+    random_codes = torch.randn(codes.shape, generator=generator, dtype=torch.float64)
+    out: dict[str, Any] = {"capsule_offset_correlation_random": _finite(float(
+        capsule_offset_correlation(random_codes)["correlation"]))}
+    paper = _offsets_paper_protocol(_sampled_codes(model, x, batch_size), factors, seed)
+    for name, entry in paper.items():
+        per.setdefault(name, {}).update(entry)
+    for key in ("capsule_offset_correlation_paper_protocol",
+                "capsule_offset_correlation_paper_protocol_random"):
+        values = [entry[key] for entry in paper.values() if entry[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
 
 
 def _roll(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
@@ -398,6 +489,10 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 ll = {"log_likelihood_nats_per_image": None, "n_is_samples": ev.n_is_samples,
                       "log_likelihood_unavailable": str(err)}
         result.update(ll)
+        if ll.get("log_likelihood_nats_per_image") is not None:
+            result.update(_likelihood_paper_protocol(
+                model, x[: ev.n_ll_sequences or len(x)], ev.n_is_samples, ev.batch_size,
+                experiment.train.seed))
         codes = _capsule_codes(model, x, ev.batch_size) if x.shape[1] > 1 else None
         if codes is not None:
             error = float(equivariance_error(codes))
@@ -412,6 +507,9 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 result["capsule_offset_correlation"] = _finite(float(corr["correlation"]))
                 result["capsule_offset_accuracy"] = float(corr["accuracy"])
             per = _per_transformation(codes, factors, experiment, ev.seed)
+            if experiment.data.source.startswith("dsprites"):
+                result.update(_offset_controls(model, x, codes, factors, per, ev.batch_size,
+                                               ev.seed))
             if per:
                 result["per_transformation"] = per
         else:
