@@ -46,6 +46,11 @@ FactorVAE) the posterior mean ``mu(x)`` of the 10 latents; for the TVAE the caps
 cap_dim`` units, each image encoded alone (a sequence of length 1: the within-frame part of
 the coupling, no temporal pooling; see ``TVAE.representation``).
 
+Every score is computed as disentanglement_lib does by default (DCI with scikit-learn's
+``GradientBoostingClassifier``; ``evaluate.dci_estimator`` / ``--dci-estimator random_forest``
+is a faster, non-comparable option) and ``result["disentanglement"]["estimators"]`` records,
+per score, which estimator produced it.
+
 Sample sizes (``evaluate.disentanglement_samples = n``, ``--disentanglement-samples``): MIG,
 SAP and DCI train on ``n`` codes and test on ``n // 2``; the FactorVAE score uses ``n`` votes
 for training, ``n // 2`` for evaluation and ``n`` points for the global variances; the beta-VAE
@@ -421,9 +426,14 @@ def _disentanglement(model: torch.nn.Module, experiment: ExperimentConfig, names
             return model.representation(images.to(device)).cpu()
 
     n = experiment.evaluate.disentanglement_samples
+    estimators = {name: dis.METRIC_ESTIMATORS[name] for name in names}
+    if "dci" in names and experiment.evaluate.dci_estimator != "gradient_boosting":
+        estimators["dci"] = (f"{experiment.evaluate.dci_estimator} (not disentanglement_lib's; "
+                             "not comparable with published DCI scores)")
     out: dict[str, Any] = {"disentanglement_samples": n,
                            "factor_names": list(dataset.factor_names),
-                           "factor_sizes": list(dataset.factor_sizes)}
+                           "factor_sizes": list(dataset.factor_sizes),
+                           "estimators": estimators}
     grid_size = math.prod(dataset.factor_sizes)
     if grid_size <= MAX_ENCODED_GRID and _images_requested(names, n) > grid_size:
         dataset = _EncodedGrid(dataset, represent)
@@ -437,7 +447,8 @@ def _disentanglement(model: torch.nn.Module, experiment: ExperimentConfig, names
         if "sap" in names:
             out["sap"] = dis.sap(codes_train, factors_train, codes_test, factors_test)
         if "dci" in names:
-            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed)
+            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed,
+                                 estimator=experiment.evaluate.dci_estimator)
     if "factor_vae" in names:
         out["factor_vae"] = dis.factor_vae_score(represent, dataset, seed=seed, num_train=n,
                                                  num_eval=max(1, n // 2),
@@ -564,7 +575,8 @@ def _jsonable(value: Any) -> Any:
 def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
                  n_sequences: int | None = None, metrics: Sequence[str] | None = None,
                  data_dir: str | Path | None = None,
-                 disentanglement_samples: int | None = None) -> dict[str, Any]:
+                 disentanglement_samples: int | None = None,
+                 dci_estimator: str | None = None) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` and write ``run_dir/metrics.json`` (atomically).
 
     Arguments left as ``None`` take the run's ``evaluate`` settings (``disentanglement_samples``
@@ -580,6 +592,8 @@ def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
         ev_overrides["n_eval_sequences"] = n_sequences
     if disentanglement_samples is not None:
         ev_overrides["disentanglement_samples"] = disentanglement_samples
+    if dci_estimator is not None:
+        ev_overrides["dci_estimator"] = dci_estimator
     if metrics is not None:
         unknown = sorted(set(metrics) - set(DISENTANGLEMENT_METRICS))
         if unknown:
