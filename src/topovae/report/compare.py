@@ -328,6 +328,8 @@ PER_TRANSFORMATION_METRICS: tuple[tuple[str, str, int], ...] = (
     ("equivariance_error", "E_eq", 1),
     ("equivariance_ratio", "ratio", 3),
     ("capsule_offset_correlation", "corr.", 3),
+    ("capsule_offset_correlation_paper_protocol", "corr. paper protocol", 3),
+    ("capsule_offset_correlation_paper_protocol_random", "corr. paper protocol random codes", 3),
 )
 
 
