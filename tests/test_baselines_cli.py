@@ -122,6 +122,10 @@ def disentanglement_of(run: Path) -> dict:
     # factors come from the grid the runs train on: the protocol's 3x5x15x15x15 sub-grid
     assert scores["factor_sizes"] == [3, 5, 15, 15, 15]
     assert set(ALL_METRICS.split(",")) <= set(scores)
+    # every score records its estimator; DCI's default is disentanglement_lib's
+    assert set(scores["estimators"]) == set(ALL_METRICS.split(","))
+    assert scores["dci"]["estimator"] == "gradient_boosting"
+    assert scores["estimators"]["dci"].startswith("GradientBoostingClassifier")
     values = [scores["mig"]["mig"], scores["sap"], scores["dci"]["disentanglement"],
               scores["dci"]["completeness"], scores["factor_vae"]["eval_accuracy"],
               scores["beta_vae"]["eval_accuracy"]]

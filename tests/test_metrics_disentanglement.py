@@ -351,14 +351,23 @@ def test_dci_default_estimator_and_n_jobs():
     factors = random_factors(500, 8, sizes=[2, 3, 4])
     codes = entangled_codes(factors, 8, width=5)
     args = (codes[:350], factors[:350], codes[350:], factors[350:])
-    default = dci(*args)
-    assert default["estimator"] == "random_forest"
-    explicit = dci(*args, estimator="random_forest")
+    default = dci(*args)  # disentanglement_lib's protocol, factors fitted in parallel
+    assert default["estimator"] == "gradient_boosting"
+    explicit = dci(*args, estimator="gradient_boosting", n_jobs=1)
     parallel = dci(*args, n_jobs=3)
     for key in ("disentanglement", "completeness", "informativeness_train",
                 "informativeness_test"):
         assert default[key] == explicit[key] == parallel[key], key
     np.testing.assert_array_equal(default["importance_matrix"], parallel["importance_matrix"])
+    # the default is the reference computation of disentanglement_lib (slow_dci)
+    for key, value in slow_dci(*args).items():
+        assert default[key] == pytest.approx(value, abs=1e-10), key
+    # the faster estimator is a named option, recorded as such, and gives other values
+    forest = dci(*args, estimator="random_forest")
+    assert forest["estimator"] == "random_forest"
+    assert forest["disentanglement"] != pytest.approx(default["disentanglement"], abs=1e-6)
+    with pytest.raises(ValueError, match="n_jobs"):
+        dci(*args, n_jobs=0)
     custom = dci(*args, estimator=lambda: ensemble.RandomForestClassifier(n_estimators=5))
     assert custom["estimator"] == "custom"
 

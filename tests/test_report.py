@@ -219,7 +219,8 @@ def test_compare_table(tmp_path: Path) -> None:
     (full / "metrics.json").write_text(json.dumps({
         "model": "tvae", "log_likelihood_nats_per_image": -186.054, "n_is_samples": 10,
         "equivariance_error": 1234.56, "equivariance_error_control": 4321.0,
-        "equivariance_ratio": 0.2857, "roll_prediction_nll": 201.5}))
+        "equivariance_ratio": 0.2857, "roll_prediction_nll": 201.5,
+        "log_likelihood_paper_protocol_nats_per_image": -183.754}))
     partial = tmp_path / "vae-run"
     partial.mkdir()
     (partial / "metrics.json").write_text(json.dumps({
@@ -233,11 +234,12 @@ def test_compare_table(tmp_path: Path) -> None:
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[0] == "run" and "ratio" in header and "roll-prediction NLL" in header
     row = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert row == ["tvae-run", "tvae", "-186.05 (n=10)", "1,234.6", "4,321.0", "0.286", "201.50"]
+    assert row == ["tvae-run", "tvae", "-186.05 (n=10)", "1,234.6", "4,321.0", "0.286", "201.50",
+                   "-183.75"]
     row = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert row == ["vae-run", "beta_vae", "-190.00 (n=10)", "–", "–", "–", "–"]
+    assert row == ["vae-run", "beta_vae", "-190.00 (n=10)", "–", "–", "–", "–", "–"]
     row = [c.strip() for c in lines[4].strip("|").split("|")]
-    assert row[0] == "not-evaluated" and row[1:] == ["–"] * 6
+    assert row[0] == "not-evaluated" and row[1:] == ["–"] * 7
     with pytest.raises(ValueError, match="run_dirs"):
         compare_table([])
     with pytest.raises(ValueError, match="run_dirs"):

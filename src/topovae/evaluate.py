@@ -16,6 +16,16 @@ that evaluating the same run twice gives the same numbers:
   _context``: frame 0's code taken from the whole sequence as in training, where the temporal
   coupling lets it see frames inside the time window;
 * ``capsule_offset_correlation`` (dSprites runs);
+* the original code's estimators, labelled ``_paper_protocol``, to set beside the paper's
+  tables (ours stay the primary numbers): ``log_likelihood_paper_protocol_nats_per_image``
+  (every frame scored on its own, no ``- log K``; :func:`topovae.metrics
+  .log_likelihood_paper_protocol`) with ``log_likelihood_untrained_nats_per_image`` and
+  ``log_likelihood_paper_protocol_untrained_nats_per_image`` of the same architecture untrained;
+  on dSprites ``capsule_offset_correlation_paper_protocol`` per transformation (on codes sampled
+  from ``q``; :func:`topovae.metrics.capsule_offset_correlation_paper_protocol`) with its
+  ``_random`` control (Gaussian codes, same factors), the top-level value being the mean over the
+  four transformations; the strict ``capsule_offset_correlation`` has its ``_random`` control
+  too;
 * ``per_transformation``: the equivariance error, control and ratio (and the capsule-offset
   correlation for dSprites) of the test sequences of each transformation, for the builders that
   vary one factor per sequence (``single_factor``, ``dsprites``: Table 2 of the paper);
@@ -35,6 +45,11 @@ FactorVAE) the posterior mean ``mu(x)`` of the 10 latents; for the TVAE the caps
 + exp(u_logvar)``; ``t = z_mean`` for the plain-VAE configuration), flattened to ``n_caps *
 cap_dim`` units, each image encoded alone (a sequence of length 1: the within-frame part of
 the coupling, no temporal pooling; see ``TVAE.representation``).
+
+Every score is computed as disentanglement_lib does by default (DCI with scikit-learn's
+``GradientBoostingClassifier``; ``evaluate.dci_estimator`` / ``--dci-estimator random_forest``
+is a faster, non-comparable option) and ``result["disentanglement"]["estimators"]`` records,
+per score, which estimator produced it.
 
 Sample sizes (``evaluate.disentanglement_samples = n``, ``--disentanglement-samples``): MIG,
 SAP and DCI train on ``n`` codes and test on ``n // 2``; the FactorVAE score uses ``n`` votes
@@ -193,6 +208,87 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
             "n_ll_sequences": len(x)}
 
 
+def _likelihood_paper_protocol(model: torch.nn.Module, x: torch.Tensor, n_samples: int,
+                               batch_size: int, init_seed: int) -> dict[str, Any]:
+    """The original code's per-frame log-likelihood of ``x``, and both estimators for the same
+    architecture untrained (the level training starts from)."""
+    from topovae.metrics.likelihood import (
+        FrameWeights,
+        importance_sampled_log_likelihood,
+        log_likelihood_paper_protocol,
+    )
+    from topovae.models.base import build_model
+
+    keys = ("log_likelihood_paper_protocol_nats_per_image",
+            "log_likelihood_untrained_nats_per_image",
+            "log_likelihood_paper_protocol_untrained_nats_per_image")
+    if not isinstance(model, FrameWeights):
+        return dict.fromkeys(keys)
+    torch.manual_seed(init_seed)
+    fresh = build_model(model.registry_name, model.config).to(x.device).eval()
+    paper = log_likelihood_paper_protocol(model, x, n_samples, batch_size=batch_size)
+    untrained = importance_sampled_log_likelihood(fresh, x, n_samples, batch_size=batch_size)
+    paper_untrained = log_likelihood_paper_protocol(fresh, x, n_samples, batch_size=batch_size)
+    return dict(zip(keys, (paper.nats_per_image, untrained.nats_per_image,
+                           paper_untrained.nats_per_image), strict=True))
+
+
+def _sampled_codes(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Codes ``t`` sampled from ``q(z|x) q(u|x)`` (a forward pass), ``(B, S, n_caps, cap_dim)``."""
+    return torch.cat([model(x[i:i + batch_size]).codes for i in range(0, len(x), batch_size)])
+
+
+def _offsets_paper_protocol(sampled: torch.Tensor, factors: dict[str, torch.Tensor],
+                            seed: int) -> dict[str, Any]:
+    """The original code's capsule correlation per stepped dSprites factor, on codes sampled
+    from ``q``, and on Gaussian codes of the same shape and factors (its chance level)."""
+    from topovae.data.dsprites import SUBGRID
+    from topovae.data.sequences import DSpritesSequences
+    from topovae.metrics.equivariance import capsule_offset_correlation_paper_protocol
+
+    varied = factors.get("varied")
+    if varied is None:
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    random_codes = torch.randn(sampled.shape, generator=generator, dtype=torch.float64)
+    out: dict[str, Any] = {}
+    for k, name in enumerate(DSpritesSequences.STEPPED):
+        rows = (varied[:, 0] == k).cpu()
+        if int(rows.sum()) < 2 or name not in factors:
+            continue
+        grid = SUBGRID[name]
+        index = torch.from_numpy(np.searchsorted(grid, factors[name][rows].cpu().numpy()))
+        trained = capsule_offset_correlation_paper_protocol(sampled[rows.to(sampled.device)],
+                                                            index)
+        chance = capsule_offset_correlation_paper_protocol(random_codes[rows], index)
+        out[name] = {"capsule_offset_correlation_paper_protocol": _finite(trained["correlation"]),
+                     "capsule_offset_correlation_paper_protocol_random":
+                         _finite(chance["correlation"]),
+                     "paper_protocol_n_sequences": trained["n_sequences"]}
+    return out
+
+
+def _offset_controls(model: torch.nn.Module, x: torch.Tensor, codes: torch.Tensor,
+                     factors: dict[str, torch.Tensor], per: dict[str, Any], batch_size: int,
+                     seed: int) -> dict[str, Any]:
+    """The strict correlation's random-code control, and the original code's correlation (with
+    its control) per transformation, merged into ``per``; returns the top-level values."""
+    from topovae.metrics.equivariance import capsule_offset_correlation
+
+    generator = torch.Generator().manual_seed(seed)
+    random_codes = torch.randn(codes.shape, generator=generator, dtype=torch.float64)
+    out: dict[str, Any] = {"capsule_offset_correlation_random": _finite(float(
+        capsule_offset_correlation(random_codes)["correlation"]))}
+    paper = _offsets_paper_protocol(_sampled_codes(model, x, batch_size), factors, seed)
+    for name, entry in paper.items():
+        per.setdefault(name, {}).update(entry)
+    for key in ("capsule_offset_correlation_paper_protocol",
+                "capsule_offset_correlation_paper_protocol_random"):
+        values = [entry[key] for entry in paper.values() if entry[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
 def _roll(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
     from topovae.metrics.roll import roll_prediction
 
@@ -330,9 +426,14 @@ def _disentanglement(model: torch.nn.Module, experiment: ExperimentConfig, names
             return model.representation(images.to(device)).cpu()
 
     n = experiment.evaluate.disentanglement_samples
+    estimators = {name: dis.METRIC_ESTIMATORS[name] for name in names}
+    if "dci" in names and experiment.evaluate.dci_estimator != "gradient_boosting":
+        estimators["dci"] = (f"{experiment.evaluate.dci_estimator} (not disentanglement_lib's; "
+                             "not comparable with published DCI scores)")
     out: dict[str, Any] = {"disentanglement_samples": n,
                            "factor_names": list(dataset.factor_names),
-                           "factor_sizes": list(dataset.factor_sizes)}
+                           "factor_sizes": list(dataset.factor_sizes),
+                           "estimators": estimators}
     grid_size = math.prod(dataset.factor_sizes)
     if grid_size <= MAX_ENCODED_GRID and _images_requested(names, n) > grid_size:
         dataset = _EncodedGrid(dataset, represent)
@@ -346,7 +447,8 @@ def _disentanglement(model: torch.nn.Module, experiment: ExperimentConfig, names
         if "sap" in names:
             out["sap"] = dis.sap(codes_train, factors_train, codes_test, factors_test)
         if "dci" in names:
-            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed)
+            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed,
+                                 estimator=experiment.evaluate.dci_estimator)
     if "factor_vae" in names:
         out["factor_vae"] = dis.factor_vae_score(represent, dataset, seed=seed, num_train=n,
                                                  num_eval=max(1, n // 2),
@@ -398,6 +500,10 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 ll = {"log_likelihood_nats_per_image": None, "n_is_samples": ev.n_is_samples,
                       "log_likelihood_unavailable": str(err)}
         result.update(ll)
+        if ll.get("log_likelihood_nats_per_image") is not None:
+            result.update(_likelihood_paper_protocol(
+                model, x[: ev.n_ll_sequences or len(x)], ev.n_is_samples, ev.batch_size,
+                experiment.train.seed))
         codes = _capsule_codes(model, x, ev.batch_size) if x.shape[1] > 1 else None
         if codes is not None:
             error = float(equivariance_error(codes))
@@ -419,6 +525,9 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                 per = per_factor(codes, factors, ev.seed)
                 if not factors:
                     result["per_transformation_unavailable"] = NO_FACTORS
+            if experiment.data.source.startswith("dsprites"):
+                result.update(_offset_controls(model, x, codes, factors, per, ev.batch_size,
+                                               ev.seed))
             if per:
                 result["per_transformation"] = per
         else:
@@ -478,7 +587,8 @@ def _jsonable(value: Any) -> Any:
 def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
                  n_sequences: int | None = None, metrics: Sequence[str] | None = None,
                  data_dir: str | Path | None = None,
-                 disentanglement_samples: int | None = None) -> dict[str, Any]:
+                 disentanglement_samples: int | None = None,
+                 dci_estimator: str | None = None) -> dict[str, Any]:
     """Evaluate the run in ``run_dir`` and write ``run_dir/metrics.json`` (atomically).
 
     Arguments left as ``None`` take the run's ``evaluate`` settings (``disentanglement_samples``
@@ -494,6 +604,8 @@ def evaluate_run(run_dir: str | Path, *, n_is_samples: int | None = None,
         ev_overrides["n_eval_sequences"] = n_sequences
     if disentanglement_samples is not None:
         ev_overrides["disentanglement_samples"] = disentanglement_samples
+    if dci_estimator is not None:
+        ev_overrides["dci_estimator"] = dci_estimator
     if metrics is not None:
         unknown = sorted(set(metrics) - set(DISENTANGLEMENT_METRICS))
         if unknown:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--disentanglement-samples", type=int, metavar="N",
                     help="training points of the --metrics (default: the run's "
                          "evaluate.disentanglement_samples; 10000 is the protocol)")
+    ev.add_argument("--dci-estimator", choices=["gradient_boosting", "random_forest"],
+                    help="DCI's classifier (default: the run's evaluate.dci_estimator, "
+                         "gradient_boosting = disentanglement_lib's protocol)")
 
     rep = sub.add_parser("report", help="write RUN/report/index.html",
                          description="Write the figures and the HTML report of a run.")
@@ -243,7 +246,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_run(args.run, n_is_samples=args.n_is_samples,
                                n_sequences=args.n_sequences, metrics=_parse_metrics(args.metrics),
                                data_dir=args.data_dir,
-                               disentanglement_samples=args.disentanglement_samples)
+                               disentanglement_samples=args.disentanglement_samples,
+                               dci_estimator=args.dci_estimator)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
     print(_metrics_summary(metrics))

@@ -12,18 +12,24 @@ from topovae.metrics.disentanglement import (
 )
 from topovae.metrics.equivariance import (
     capsule_offset_correlation,
+    capsule_offset_correlation_paper_protocol,
     equivariance_error,
     equivariance_error_control,
     equivariance_error_per_sequence,
     equivariance_ratio,
     normalize_capsules,
 )
-from topovae.metrics.likelihood import LogLikelihood, importance_sampled_log_likelihood
+from topovae.metrics.likelihood import (
+    LogLikelihood,
+    importance_sampled_log_likelihood,
+    log_likelihood_paper_protocol,
+)
 from topovae.metrics.roll import RollPrediction, roll_prediction
 from topovae.metrics.topographic_map import class_profiles, topographic_score
 
 __all__ = [
     "capsule_offset_correlation",
+    "capsule_offset_correlation_paper_protocol",
     "equivariance_error",
     "equivariance_error_control",
     "equivariance_error_per_sequence",
@@ -39,6 +45,7 @@ __all__ = [
     "sample_codes_and_factors",
     "LogLikelihood",
     "importance_sampled_log_likelihood",
+    "log_likelihood_paper_protocol",
     "class_profiles",
     "topographic_score",
 ]

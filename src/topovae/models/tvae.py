@@ -367,6 +367,7 @@ class TVAE(GenerativeModel):
         n_samples: int = 10,
         generator: torch.Generator | None = None,
         max_images_per_chunk: int = 4096,
+        per_frame: bool = False,
     ) -> torch.Tensor:
         """``log w`` ``(n_samples, B)`` for whole sequences, samples from ``q(z|x) q(u|x)``.
 
@@ -374,6 +375,11 @@ class TVAE(GenerativeModel):
         frames' latents drawn jointly (``t`` of a frame depends on ``u`` of its neighbours).
         The encoder runs once; samples go through topography and decoder in chunks of at most
         ``max_images_per_chunk`` decoded images.
+
+        ``per_frame=True`` returns the terms of each frame separately, ``(n_samples, B, S)``:
+        ``log p(x_s|t_s) + log p(z_s) + log p(u_s) - log q(z_s|x_s) - log q(u_s|x_s)`` of the
+        same joint draws (``t_s`` still uses the ``u`` of the neighbouring frames); summed over
+        ``S`` they are the joint weights. This is what the original evaluation code scores.
         """
         self._check_x(x)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
@@ -390,17 +396,19 @@ class TVAE(GenerativeModel):
             shape = (k, *post.z_mean.shape)
             noise_z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
             z = post.z_mean + z_std * noise_z
-            log_w = _std_normal_logpdf_sum(z, 2) - _gaussian_logpdf_sum(noise_z, post.z_logvar, 2)
+            dims = 1 if per_frame else 2  # latent dims summed: (d,) per frame or (S, d)
+            log_w = (_std_normal_logpdf_sum(z, dims)
+                     - _gaussian_logpdf_sum(noise_z, post.z_logvar, dims))
             u = None
             if u_std is not None:
                 noise_u = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
                 u = post.u_mean + u_std * noise_u
-                log_w += _std_normal_logpdf_sum(u, 2) - _gaussian_logpdf_sum(
-                    noise_u, post.u_logvar, 2)
+                log_w += _std_normal_logpdf_sum(u, dims) - _gaussian_logpdf_sum(
+                    noise_u, post.u_logvar, dims)
             logits = self._decode(self._codes(z, u, self.topography))
             nll = F.binary_cross_entropy_with_logits(
                 logits, x.expand(k, *x.shape), reduction="none")
-            log_w -= nll.flatten(2).sum(-1)
+            log_w -= nll.flatten(4 - dims).sum(-1)  # pixels (and frames when joint)
             out.append(log_w)
         return torch.cat(out)
 

@@ -3,7 +3,8 @@
 One row per run directory, from its ``metrics.json`` (written by ``topovae evaluate``) and its
 ``config.yaml``. Columns: the run's name and model, the importance-sampled log-likelihood (nats
 per image, with the number of importance samples), the equivariance error, its shuffled control,
-their ratio (lower is better; 1 is chance) and the capsule-roll prediction NLL. A value that a run
+their ratio (lower is better; 1 is chance), the capsule-roll prediction NLL and the original code's
+per-frame log-likelihood ("paper protocol", for comparison with the paper). A value that a run
 does not have (no capsules, evaluation not run, measurement unavailable) is shown as "–".
 
 :func:`aggregate_runs` groups runs by experiment (the ``preset`` recorded in ``config.yaml``,
@@ -30,7 +31,7 @@ __all__ = ["compare_table", "COLUMNS", "AGGREGATED_METRICS", "RunRecord", "read_
 
 MISSING = "–"
 COLUMNS = ["run", "model", "log p(x) (nats/image)", "E_eq", "E_eq control", "ratio",
-           "roll-prediction NLL"]
+           "roll-prediction NLL", "log p(x) paper protocol"]
 
 
 def _number(value: Any, digits: int) -> str:
@@ -82,7 +83,8 @@ def _row(run_dir: Path) -> list[str]:
             _number(metrics.get("equivariance_error"), 1),
             _number(metrics.get("equivariance_error_control"), 1),
             _number(metrics.get("equivariance_ratio"), 3),
-            _number(roll, 2)]
+            _number(roll, 2),
+            _number(metrics.get("log_likelihood_paper_protocol_nats_per_image"), 2)]
 
 
 def _escape(cell: str) -> str:
@@ -156,6 +158,15 @@ class _Metric:
 AGGREGATED_METRICS: tuple[_Metric, ...] = (
     _Metric("log_likelihood_nats_per_image", "log p(x) (nats/image)", 2,
             _top("log_likelihood_nats_per_image")),
+    # the original code's per-frame estimator without - log K (docs/metrics.md): labelled, a
+    # second number beside ours for comparison with the paper's Table 1
+    _Metric("log_likelihood_paper_protocol_nats_per_image", "log p(x) paper protocol", 2,
+            _top("log_likelihood_paper_protocol_nats_per_image"), optional=True),
+    _Metric("log_likelihood_untrained_nats_per_image", "log p(x) untrained", 2,
+            _top("log_likelihood_untrained_nats_per_image"), optional=True),
+    _Metric("log_likelihood_paper_protocol_untrained_nats_per_image",
+            "log p(x) paper protocol untrained", 2,
+            _top("log_likelihood_paper_protocol_untrained_nats_per_image"), optional=True),
     _Metric("equivariance_error", "E_eq", 1, _top("equivariance_error")),
     _Metric("equivariance_error_control", "E_eq control", 1, _top("equivariance_error_control")),
     _Metric("equivariance_ratio", "ratio", 3, _top("equivariance_ratio")),
@@ -165,6 +176,13 @@ AGGREGATED_METRICS: tuple[_Metric, ...] = (
     _Metric("roll_prediction_nll_static", "no-roll NLL", 2, _top("roll_prediction_nll_static")),
     _Metric("capsule_offset_correlation", "capsule offset corr.", 3,
             _top("capsule_offset_correlation"), optional=True),
+    _Metric("capsule_offset_correlation_random", "capsule offset corr. random codes", 3,
+            _top("capsule_offset_correlation_random"), optional=True),
+    _Metric("capsule_offset_correlation_paper_protocol", "capsule offset corr. paper protocol",
+            3, _top("capsule_offset_correlation_paper_protocol"), optional=True),
+    _Metric("capsule_offset_correlation_paper_protocol_random",
+            "capsule offset corr. paper protocol random codes", 3,
+            _top("capsule_offset_correlation_paper_protocol_random"), optional=True),
     _Metric("topographic_score", "map neighbour corr.", 3, _sub("topographic_map", "score"),
             optional=True),
     _Metric("topographic_control", "shuffled-map corr.", 3, _sub("topographic_map", "control"),
@@ -310,6 +328,8 @@ PER_TRANSFORMATION_METRICS: tuple[tuple[str, str, int], ...] = (
     ("equivariance_error", "E_eq", 1),
     ("equivariance_ratio", "ratio", 3),
     ("capsule_offset_correlation", "corr.", 3),
+    ("capsule_offset_correlation_paper_protocol", "corr. paper protocol", 3),
+    ("capsule_offset_correlation_paper_protocol_random", "corr. paper protocol random codes", 3),
 )
 
 

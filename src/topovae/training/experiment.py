@@ -155,6 +155,8 @@ class EvaluateConfig(Config):
     metrics: list[str] = dataclasses.field(default_factory=list)
     disentanglement_samples: int = 10000
     n_map_images: int = 10000
+    # DCI's classifier: "gradient_boosting" (disentanglement_lib's protocol) or "random_forest"
+    dci_estimator: str = "gradient_boosting"
 
     def validate(self) -> None:
         for name in ("n_is_samples", "batch_size", "disentanglement_samples"):
@@ -164,6 +166,9 @@ class EvaluateConfig(Config):
             if getattr(self, name) < 0:
                 raise ValueError(f"evaluate.{name} must be >= 0 (0 = all), got "
                                  f"{getattr(self, name)}")
+        if self.dci_estimator not in ("gradient_boosting", "random_forest"):
+            raise ValueError(f"evaluate.dci_estimator must be 'gradient_boosting' or "
+                             f"'random_forest', got {self.dci_estimator!r}")
         unknown = sorted(set(self.metrics) - set(DISENTANGLEMENT_METRICS))
         if unknown:
             raise ValueError(f"evaluate.metrics: unknown {unknown}; choose from "
