@@ -361,6 +361,7 @@ def adapt_to_data(experiment: ExperimentConfig) -> ExperimentConfig:
         overrides["model.config.input_shape"] = shape
     if "seq_len" in fields:
         overrides["model.config.seq_len"] = n_frames
+    overrides["data.seq_len"] = n_frames  # the files' sequence length, not a setting
     window = experiment.model.build_config().to_dict().get("time_window")
     if isinstance(window, int) and window > n_frames:
         what = (f"{data.path}: the sequences have" if data.source == "sequences"
