@@ -221,3 +221,40 @@ def test_preset_trains_from_the_cli_loss_falls_and_evaluates(preset: str, tmp_pa
                                                                rel=1e-5)
     assert metrics["roll_prediction_nll_sequence_context"] == pytest.approx(
         metrics["roll_prediction_nll"], rel=1e-5)
+
+
+# -- presets --------------------------------------------------------------------------------------
+SHIFT_PRESETS = {
+    "shift-operator-mnist": ("shift", "supervised", "single_factor"),
+    "shift-operator-weak-mnist": ("shift", "weak", "single_factor"),
+    "rotation-operator-mnist": ("rotation", "supervised", "single_factor"),
+    "shift-operator-mnist-rotcolor": ("shift", "supervised", "rotation_hue"),
+    "shift-operator-dsprites": ("shift", "supervised", "dsprites"),
+    "shift-operator-weak-dsprites": ("shift", "weak", "dsprites"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIFT_PRESETS))
+def test_presets_match_the_tvae_protocol_and_cpu_budget(name: str) -> None:
+    from topovae.presets import load_preset, load_preset_dict
+
+    operator, supervision, sequences = SHIFT_PRESETS[name]
+    full, cpu = load_preset(name), load_preset(name + "-cpu")
+    tvae = load_preset("tvae-Lpartial-mnist" if "mnist" in name else "tvae-Lhalf-dsprites")
+    tvae_cpu = load_preset(("tvae-Lpartial-mnist" if "mnist" in name else "tvae-Lhalf-dsprites")
+                           + "-cpu")
+    cfg = full.model.config
+    assert full.model.name == "shift_operator"
+    assert (cfg["operator"], cfg["supervision"], full.data.sequences) == (
+        operator, supervision, sequences)
+    # the same latent, network, sequences and batches as the TVAE it is the reference for
+    for key in ("input_shape", "architecture", "n_caps", "cap_dim"):
+        assert cfg[key] == tvae.model.config[key], key
+    for key in ("source", "seq_len", "batch_size", "val_fraction"):
+        assert getattr(full.data, key) == getattr(tvae.data, key), key
+    assert (full.train.optimizer, full.train.lr) == ("adam", 1e-3)  # the authors' setting
+    # the -cpu variant: the TVAE's -cpu budget, the same model
+    assert load_preset_dict(name + "-cpu")["model"] == load_preset_dict(name)["model"]
+    assert cpu.train.max_time == tvae_cpu.train.max_time
+    assert cpu.data.source == tvae_cpu.data.source
+    assert cpu.evaluate.n_eval_sequences == tvae_cpu.evaluate.n_eval_sequences
