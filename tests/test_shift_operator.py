@@ -135,6 +135,11 @@ def test_an_exactly_equivariant_encoder_scores_zero_error_and_perfect_roll_predi
     own = operator_prediction(model, x)
     assert own["operator_prediction_nll"] == pytest.approx(roll.nll, abs=1e-6)
     assert own["reconstruction_nll"] < 1e-4
+    from topovae.evaluate import _operator_prediction
+
+    measured = _operator_prediction(model, x, codes, batch_size=5)
+    assert measured["step_roll"] == 1 and measured["step_roll_fraction"] == 1.0
+    assert measured["operator_prediction_nll"] == pytest.approx(roll.nll, abs=1e-6)
     # the disentangled operator on the same codes predicts the later frames badly
     rotating = _IdentityCodes(config.replace(operator="rotation"))
     assert operator_prediction(rotating, x)["operator_prediction_nll"] > 10.0
@@ -258,3 +263,15 @@ def test_presets_match_the_tvae_protocol_and_cpu_budget(name: str) -> None:
     assert cpu.train.max_time == tvae_cpu.train.max_time
     assert cpu.data.source == tvae_cpu.data.source
     assert cpu.evaluate.n_eval_sequences == tvae_cpu.evaluate.n_eval_sequences
+
+
+def test_step_roll_names_the_roll_one_frame_step_has_become() -> None:
+    from topovae.models.shift_operator import step_roll
+
+    torch.manual_seed(0)
+    first = torch.randn(6, 1, 3, 18)
+    forward = torch.cat([roll_codes(first, s) for s in range(18)], dim=1)
+    backward = torch.cat([roll_codes(first, -5 * s) for s in range(18)], dim=1)
+    assert step_roll(forward) == {"step_roll": 1, "step_roll_fraction": 1.0}
+    assert step_roll(backward) == {"step_roll": 13, "step_roll_fraction": 1.0}  # -5 mod 18
+    assert step_roll(torch.randn(6, 18, 3, 18))["step_roll_fraction"] < 0.3

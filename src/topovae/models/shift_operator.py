@@ -74,7 +74,8 @@ from topovae.models.base import GenerativeModel, ModelOutput, check_sequences, r
 from topovae.models.networks import build_decoder, build_encoder
 
 __all__ = ["ShiftOperatorConfig", "ShiftOperatorAutoencoder", "LatentOperatorModel",
-           "roll_codes", "rotate_codes", "shift_scores", "infer_shift", "operator_prediction"]
+           "roll_codes", "rotate_codes", "shift_scores", "infer_shift", "operator_prediction",
+           "step_roll"]
 
 
 @dataclasses.dataclass
@@ -317,3 +318,20 @@ def operator_prediction(model: LatentOperatorModel, x: torch.Tensor) -> dict[str
     return {"operator_prediction_nll": float(nll.mean()),
             "operator_prediction_mse": float(mse.mean()),
             "reconstruction_nll": float(recon.flatten(2).sum(-1).mean())}
+
+
+def step_roll(codes: torch.Tensor) -> dict[str, float | int]:
+    """Which roll one frame step has become in ``codes`` ``(B, S, n_caps, cap_dim)``.
+
+    ``step_roll``: the shift in ``[0, cap_dim)`` that :func:`infer_shift` finds most often between
+    the codes of consecutive frames; ``step_roll_fraction``: how often. A code that rolls as the
+    measurements assume has ``step_roll = 1``. The weak variant is told nothing about the
+    direction, so it can learn the roll only up to the symmetries of the cyclic group (``-1``,
+    or any ``m`` coprime with ``cap_dim``); these two numbers show which one it learned.
+    """
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 4 or codes.shape[1] < 2:
+        raise ValueError("codes must be shaped (B, S, n_caps, cap_dim) with S >= 2")
+    found = infer_shift(codes[:, :-1], codes[:, 1:]).flatten()
+    counts = torch.bincount(found, minlength=codes.shape[-1])
+    return {"step_roll": int(counts.argmax()),
+            "step_roll_fraction": float(counts.max()) / found.numel()}
