@@ -236,6 +236,7 @@ SHIFT_PRESETS = {
     "shift-operator-mnist-rotcolor": ("shift", "supervised", "rotation_hue"),
     "shift-operator-dsprites": ("shift", "supervised", "dsprites"),
     "shift-operator-weak-dsprites": ("shift", "weak", "dsprites"),
+    "shift-operator-consistent-mnist": ("shift", "supervised", "single_factor"),
 }
 
 
@@ -275,3 +276,20 @@ def test_step_roll_names_the_roll_one_frame_step_has_become() -> None:
     assert step_roll(forward) == {"step_roll": 1, "step_roll_fraction": 1.0}
     assert step_roll(backward) == {"step_roll": 13, "step_roll_fraction": 1.0}  # -5 mod 18
     assert step_roll(torch.randn(6, 18, 3, 18))["step_roll_fraction"] < 0.3
+
+
+def test_code_consistency_term_is_zero_for_exact_rolls_and_enters_the_loss() -> None:
+    from topovae.models.shift_operator import code_distance
+
+    torch.manual_seed(0)
+    t = torch.randn(4, 3, 6)
+    assert torch.allclose(code_distance(roll_codes(t, 2), roll_codes(t, 2) * 3.0),
+                          torch.zeros(4), atol=1e-10)  # blind to scale
+    assert bool((code_distance(t, roll_codes(t, 1)) > 0.1).all())
+    model = build_model("shift_operator", {"n_caps": 4, "cap_dim": 5, "code_weight": 10.0})
+    out = model(torch.rand(3, 5, 3, 28, 28))
+    expected = (out.terms["recon_nll"] + out.terms["transformed_nll"]
+                + 10.0 * out.terms["code_distance"])
+    assert torch.allclose(out.loss, expected)
+    with pytest.raises(ValueError, match="code_weight needs"):
+        ShiftOperatorConfig(code_weight=1.0, supervision="weak")

@@ -40,6 +40,14 @@ Here ``L`` is, per image and summed over pixels,
 The reported terms are ``recon_nll`` (frames from their own codes) and ``transformed_nll``
 (partners from the transformed codes), both per image; ``loss`` is their sum.
 
+That loss asks only the *decoder* to turn ``op_k(enc(x))`` into ``g_k x``; nothing asks the
+encoder for ``enc(g_k x) = op_k(enc(x))``, and with non-linear networks the decoder can map
+the rolled codes and the codes of the transformed images, two different regions of the latent,
+to the same images. ``code_weight > 0`` (not in the paper; 0 by default) adds that missing
+half: ``code_weight`` times :func:`code_distance` between ``op_k(enc(x_s))`` and
+``enc(x_s')``, the squared distance of their unit-normalised capsules (scale-blind, like E_eq),
+logged as ``code_distance``, to the loss.
+
 **Weakly supervised** (``supervision="weak"``, shift operator only): ``k`` is not given. As in
 the paper it is inferred from the two codes by the normalised cross power spectrum: with ``Z =
 FFT(t)`` along each capsule, ``R = Z' conj(Z) / |Z' conj(Z)|`` is ``exp(-2 pi i f k / D)`` when
@@ -75,7 +83,7 @@ from topovae.models.networks import build_decoder, build_encoder
 
 __all__ = ["ShiftOperatorConfig", "ShiftOperatorAutoencoder", "LatentOperatorModel",
            "roll_codes", "rotate_codes", "shift_scores", "infer_shift", "operator_prediction",
-           "step_roll"]
+           "step_roll", "code_distance"]
 
 
 @dataclasses.dataclass
@@ -91,6 +99,7 @@ class ShiftOperatorConfig(Config):
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     temperature: float = 0.1
     weak_pairs: int = 2
+    code_weight: float = 0.0
 
     @property
     def latent_dim(self) -> int:
@@ -113,6 +122,10 @@ class ShiftOperatorConfig(Config):
                              "the shift operator; it needs operator 'shift'")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not (math.isfinite(self.code_weight) and self.code_weight >= 0):
+            raise ValueError(f"code_weight must be non-negative, got {self.code_weight}")
+        if self.code_weight > 0 and self.supervision != "supervised":
+            raise ValueError("code_weight needs supervision 'supervised' (the known step)")
 
 
 # -- the operators ------------------------------------------------------------------------------
@@ -266,11 +279,16 @@ class ShiftOperatorAutoencoder(GenerativeModel):
             partner = (frames + torch.randint(1, s, (b, s), device=x.device)) % s
             moved = self.apply_operator(codes, partner - frames)
             transformed = self._nll(self._decode(moved), x[rows, partner]).mean()
+            if self.config.code_weight > 0:
+                terms["code_distance"] = code_distance(moved, codes[rows, partner]).mean()
         else:
             transformed, accuracy = self._weak_pair_loss(x, codes, rows)
             terms["shift_accuracy"] = accuracy
         terms["transformed_nll"] = transformed
-        return ModelOutput(loss=recon + transformed, terms=terms, logits=logits, codes=codes)
+        loss = recon + transformed
+        if "code_distance" in terms:
+            loss = loss + self.config.code_weight * terms["code_distance"]
+        return ModelOutput(loss=loss, terms=terms, logits=logits, codes=codes)
 
     def _weak_pair_loss(self, x: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,6 +309,16 @@ class ShiftOperatorAutoencoder(GenerativeModel):
         truth = (partner - source) % dim
         accuracy = (weights.detach().argmax(-1) == truth).float().mean()
         return loss, accuracy
+
+
+def code_distance(t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the unit-normalised capsules of ``t1`` and ``t2`` ``(..., n_caps,
+    cap_dim)``, summed over capsules: ``(...)``. Blind to the codes' scale, as E_eq is, so the
+    encoder cannot satisfy it by shrinking its codes."""
+    def unit(t: torch.Tensor) -> torch.Tensor:
+        return t / t.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    return (unit(t1) - unit(t2)).square().sum((-2, -1))
 
 
 # -- measurement --------------------------------------------------------------------------------
