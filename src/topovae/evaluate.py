@@ -26,6 +26,11 @@ that evaluating the same run twice gives the same numbers:
   ``_random`` control (Gaussian codes, same factors), the top-level value being the mean over the
   four transformations; the strict ``capsule_offset_correlation`` has its ``_random`` control
   too;
+* ``operator_prediction_nll`` / ``_mse``, ``reconstruction_nll`` and ``step_roll`` /
+  ``step_roll_fraction`` (models with a latent operator of their own,
+  :class:`topovae.models.shift_operator.LatentOperatorModel`): frame ``k`` predicted from frame 0
+  with that operator (a roll, or the disentangled 2-D rotation), every frame decoded from its
+  own code, and the roll one frame step has become in the codes;
 * ``per_transformation``: the equivariance error, control and ratio (and the capsule-offset
   correlation for dSprites) of the test sequences of each transformation, for the builders that
   vary one factor per sequence (``single_factor``, ``dsprites``: Table 2 of the paper);
@@ -304,6 +309,23 @@ def _roll(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> dict[str,
     return {f"roll_prediction_{key}": value / len(x) for key, value in sums.items()}
 
 
+def _operator_prediction(model: torch.nn.Module, x: torch.Tensor, codes: torch.Tensor,
+                         batch_size: int) -> dict[str, Any]:
+    """For models with a latent operator of their own (the shift-operator autoencoder): frame
+    ``k`` predicted from frame 0 with that operator, the reconstruction NLL, and which roll one
+    frame step has become in the codes (``step_roll``)."""
+    from topovae.models.shift_operator import LatentOperatorModel, operator_prediction, step_roll
+
+    if not isinstance(model, LatentOperatorModel):
+        return {}
+    sums: dict[str, float] = {}
+    for i in range(0, len(x), batch_size):
+        chunk = x[i:i + batch_size]
+        for key, value in operator_prediction(model, chunk).items():
+            sums[key] = sums.get(key, 0.0) + value * len(chunk)
+    return {**{key: value / len(x) for key, value in sums.items()}, **step_roll(codes)}
+
+
 class _FactorSubgrid:
     """A ground-truth dataset restricted to a product sub-grid of its factor values.
 
@@ -530,6 +552,7 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
                                                ev.seed))
             if per:
                 result["per_transformation"] = per
+            result.update(_operator_prediction(model, x, codes, ev.batch_size))
         else:
             result.update({"equivariance_error": None, "equivariance_error_control": None,
                            "equivariance_ratio": None, "equivariance_ratio_untrained": None,

@@ -31,7 +31,8 @@ __all__ = ["FORMAT_VERSION", "ModelSpec", "TrainConfig", "EvaluateConfig", "Expe
 #: refused by :func:`topovae.training.run.load_run` instead of being misread.
 FORMAT_VERSION = 1
 
-_MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines")
+_MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines",
+                  "topovae.models.shift_operator")
 
 
 def ensure_models_registered() -> None:
