@@ -73,14 +73,22 @@ def csv_log(run: Path) -> str:
 def assert_same_training_log(reference: Path, run: Path) -> int:
     """Every training row of ``reference``'s CSV log, identical and once, in ``run``'s; its
     validation rows a subset (a kill between an epoch's last checkpoint and the end of its
-    validation loses that validation row). Returns the number of validation rows lost."""
-    def rows(path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    validation loses that validation row), and likewise the values of the periodic evaluation
+    (``eval/*``, logged in the row of their step: a kill between the last step's checkpoint and
+    the flush of its log loses them). Returns the number of validation rows lost."""
+    def rows(path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]],
+                                  list[dict[str, str]]]:
         every = list(csv.DictReader(io.StringIO(deterministic_log(path))))
-        return [r for r in every if r.get("loss")], [r for r in every if not r.get("loss")]
+        train = [{k: v for k, v in r.items() if not k.startswith("eval/")}
+                 for r in every if r.get("loss")]
+        evaluated = [{k: v for k, v in r.items() if k.startswith("eval/") or k == "step"}
+                     for r in every if any(r.get(k) for k in r if k.startswith("eval/"))]
+        return train, [r for r in every if not r.get("loss")], evaluated
 
-    (train_a, val_a), (train_b, val_b) = rows(reference), rows(run)
+    (train_a, val_a, eval_a), (train_b, val_b, eval_b) = rows(reference), rows(run)
     assert train_a == train_b
     assert all(row in val_a for row in val_b)
+    assert all(row in eval_a for row in eval_b)
     return len(val_a) - len(val_b)
 
 
