@@ -8,6 +8,7 @@ the order of floating-point sums. Checked piece by piece in-process, then end to
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -260,6 +261,6 @@ def test_killed_two_node_run_resumes_exactly_and_only_on_two_processes(
     _check_summary(out)
     # node 1 wrote nothing while resuming either (the event files: one per session)
     assert sorted(set(_files(out))) == sorted(set(_files(one_process)))
-    with (out / "logs" / "csv" / "metrics.csv").open() as file:
-        steps = [int(line.split(",")[2]) for line in list(file)[1:] if line.split(",")[1]]
+    with (out / "logs" / "csv" / "metrics.csv").open(newline="") as file:
+        steps = [int(row["step"]) for row in csv.DictReader(file) if row.get("loss")]
     assert steps == list(range(6)), "one row per step, the killed session's rows kept"
