@@ -18,6 +18,7 @@ that enter ``t_s`` are not integrated against ``x_s``'s likelihood alone).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -40,6 +41,30 @@ class LogLikelihood:
     n_images: int
 
 
+def _in_eval_batches(model: object, x: torch.Tensor, n_samples: int, batch_size: int | None,
+                     score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Check the arguments, then ``score`` groups of ``batch_size`` sequences of ``x`` with the
+    model in eval mode (its mode is restored afterwards); the scores joined along dim 0."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 5:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a (B, S, C, H, W) tensor, got {got}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    is_module = isinstance(model, torch.nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
+    try:
+        step = batch_size or x.shape[0]
+        parts = [score(x[i:i + step]) for i in range(0, x.shape[0], step)]
+    finally:
+        if is_module:
+            model.train(was_training)
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def importance_sampled_log_likelihood(
     model: GenerativeModel,
@@ -57,22 +82,9 @@ def importance_sampled_log_likelihood(
     """
     if not hasattr(model, "log_likelihood"):
         raise ValueError(f"model ({type(model).__name__}) has no log_likelihood method")
-    if not isinstance(x, torch.Tensor) or x.dim() != 5:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a (B, S, C, H, W) tensor, got {got}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        step = batch_size or x.shape[0]
-        parts = [model.log_likelihood(x[i:i + step], n_samples=n_samples, generator=generator)
-                 for i in range(0, x.shape[0], step)]
-    finally:
-        model.train(was_training)
-    per_sequence = torch.cat(parts)
+    per_sequence = _in_eval_batches(
+        model, x, n_samples, batch_size,
+        lambda part: model.log_likelihood(part, n_samples=n_samples, generator=generator))
     return LogLikelihood(
         nats_per_image=float(per_sequence.mean()),
         per_sequence=per_sequence,
@@ -115,27 +127,10 @@ def log_likelihood_paper_protocol(
     if not isinstance(model, FrameWeights):
         raise ValueError(f"model ({type(model).__name__}) has no per-frame "
                          "log_importance_weights")
-    if not isinstance(x, torch.Tensor) or x.dim() != 5:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a (B, S, C, H, W) tensor, got {got}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    was_training = getattr(model, "training", False)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    try:
-        step = batch_size or x.shape[0]
-        parts = []
-        for i in range(0, x.shape[0], step):
-            log_w = model.log_importance_weights(x[i:i + step], n_samples, generator,
-                                                 per_frame=True)  # (K, b, S)
-            parts.append(torch.logsumexp(log_w, 0))
-    finally:
-        if isinstance(model, torch.nn.Module):
-            model.train(was_training)
-    per_image = torch.cat(parts)  # (B, S)
+    per_image = _in_eval_batches(  # (B, S)
+        model, x, n_samples, batch_size,
+        lambda part: torch.logsumexp(model.log_importance_weights(
+            part, n_samples, generator, per_frame=True), 0))  # logsumexp over (K, b, S)
     return LogLikelihood(
         nats_per_image=float(per_image.mean()),
         per_sequence=per_image.mean(1),
