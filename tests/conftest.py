@@ -1,10 +1,22 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 # The shared real-data folder next to the checkout (CI and developer machines have it).
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """One torch thread for a test module whose small convolutions do not gain from two."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
