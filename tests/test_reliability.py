@@ -285,25 +285,26 @@ def _kill_drill(mnist_dir: Path, tmp_path: Path, kills: int, steps: int,
     return {"reference": reference, "run": run, "landed": landed, "fresh_starts": fresh_starts}
 
 
-def test_ten_random_sigkills_then_resume_equal_the_uninterrupted_run(mnist_dir: Path,
-                                                                      tmp_path: Path) -> None:
-    drill = _kill_drill(mnist_dir, tmp_path, kills=10, steps=24, seed=0)
-    assert len(drill["landed"]) == 10
+def _assert_drill_exact(drill: dict, kills: int) -> None:
+    """Every kill landed, and the resumed run equals the uninterrupted one."""
+    assert len(drill["landed"]) == kills
     assert_same_weights(drill["reference"], drill["run"])
     lost = assert_same_training_log(drill["reference"], drill["run"])
     print("kills landed after checkpointed steps", drill["landed"], "fresh starts",
           drill["fresh_starts"], "validation rows lost", lost)
+
+
+def test_ten_random_sigkills_then_resume_equal_the_uninterrupted_run(mnist_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    drill = _kill_drill(mnist_dir, tmp_path, kills=10, steps=24, seed=0)
+    _assert_drill_exact(drill, kills=10)
     assert not list((drill["run"] / "checkpoints").glob(".*.tmp"))  # no litter left
 
 
 @pytest.mark.slow
 def test_fifty_random_sigkills_on_a_longer_run(mnist_dir: Path, tmp_path: Path) -> None:
     drill = _kill_drill(mnist_dir, tmp_path, kills=50, steps=80, seed=1)
-    assert len(drill["landed"]) == 50
-    assert_same_weights(drill["reference"], drill["run"])
-    lost = assert_same_training_log(drill["reference"], drill["run"])
-    print("kills landed after checkpointed steps", drill["landed"], "fresh starts",
-          drill["fresh_starts"], "validation rows lost", lost)
+    _assert_drill_exact(drill, kills=50)
 
 
 def test_kill_during_a_checkpoint_write_keeps_the_last_one(mnist_dir: Path, straight: Path,
