@@ -6,7 +6,7 @@ import functools
 import os
 import platform
 
-__all__ = ["cpu_flags", "cpu_model", "has_bf16_matrix_units", "bf16_advice"]
+__all__ = ["cpu_flags", "cpu_name", "cpu_model", "has_bf16_matrix_units", "bf16_advice"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -22,17 +22,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_model() -> str:
-    """The CPU model name and the logical CPU count, as one string."""
-    name = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo where there is one (Linux), else ""."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU model name and the logical CPU count, as one string."""
+    name = cpu_name() or platform.processor() or platform.machine()
     return f"{name}, {os.cpu_count()} logical CPUs"
 
 

@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from topovae.data.loaders import build_data
-from topovae.hardware import bf16_advice
+from topovae.hardware import bf16_advice, cpu_name
 from topovae.models.base import build_model
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
@@ -358,18 +358,6 @@ def _epochs_completed(steps: int, batches: EpochBatches) -> int:
     return steps // per_epoch if per_epoch > 0 else 0
 
 
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo where there is one (Linux), else ""."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
     """Where a run was trained: OS, processor, CPU count, torch version and the device used."""
     accelerator = type(trainer.accelerator).__name__ if trainer is not None else None
@@ -377,7 +365,7 @@ def machine_description(trainer: L.Trainer | None = None) -> dict[str, Any]:
     if trainer is not None and isinstance(trainer.strategy.root_device, torch.device):
         root = trainer.strategy.root_device
         device = torch.cuda.get_device_name(root) if root.type == "cuda" else str(root.type)
-    return {"platform": platform.platform(), "processor": _cpu_model() or platform.processor()
+    return {"platform": platform.platform(), "processor": cpu_name() or platform.processor()
             or platform.machine(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
