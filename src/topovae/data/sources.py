@@ -186,11 +186,46 @@ def _idx_source(
     )
 
 
+# Splits for the offline files (train-5k + the official test set) that keep every evaluated digit
+# unseen in training while training on more than 5,000 digits: the test set is split by index
+# parity, so both halves mix the test set's two writer populations (its first and last 5,000).
+OFFLINE_SPLITS = {
+    "train-5k+test-odd": (("train-5k", None), ("test", 1)),
+    "test-even": (("test", 0),),
+}
+
+
+def _offline_split(split: str, data_dir: str | Path | None, download: bool) -> ImageSource:
+    images, labels, described = [], [], []
+    for part, parity in OFFLINE_SPLITS[split]:
+        source = mnist_source(part, data_dir=data_dir, download=download)
+        rows = slice(None) if parity is None else slice(parity, None, 2)
+        images.append(source.images[rows])
+        labels.append(source.labels[rows])
+        which = "all" if parity is None else ("even-indexed", "odd-indexed")[parity]
+        described.append(f"{which} {len(images[-1])} of {part}")
+    return ImageSource(
+        name="mnist",
+        split=split,
+        citation=MNIST_CITATION,
+        images=torch.cat(images),
+        labels=torch.cat(labels),
+        description=f"mnist split {split!r}: " + " + ".join(described),
+    )
+
+
 @SOURCES.register("mnist")
 def mnist_source(
     split: str = "train", data_dir: str | Path | None = None, download: bool = True
 ) -> ImageSource:
-    """MNIST from IDX files: ``"train"`` (60,000), ``"test"`` (10,000) or ``"train-5k"`` (5,000)."""
+    """MNIST from IDX files: ``"train"`` (60,000), ``"test"`` (10,000) or ``"train-5k"`` (5,000).
+
+    Two more splits need only the offline files (``train-5k`` and the test set):
+    ``"train-5k+test-odd"`` (the 5,000 digits of train-5k and the 5,000 odd-indexed test digits)
+    for training and ``"test-even"`` (the 5,000 even-indexed test digits) for evaluation.
+    """
+    if split in OFFLINE_SPLITS:
+        return _offline_split(split, data_dir, download)
     return _idx_source(
         MNIST_FILES,
         "mnist",
@@ -198,7 +233,7 @@ def mnist_source(
         split,
         data_dir,
         download,
-        ("train", "test", "train-5k"),
+        ("train", "test", "train-5k", *OFFLINE_SPLITS),
     )
 
 
