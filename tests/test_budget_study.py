@@ -1,0 +1,97 @@
+"""The claims-versus-budget scripts: the plan's order and the claims decided from points."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+study = _load("budget_study")
+report = _load("budget_report")
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_every_run_is_extended_in_increasing_steps_with_one_config(bf16):
+    stages = study.plan(bf16)
+    seen = {}
+    for stage in stages:
+        previous = seen.get(stage.run)
+        if previous is not None:
+            # a run only grows, and every stage of it trains the same experiment
+            assert stage.step > previous.step, stage
+            assert (stage.preset, stage.seed, stage.overrides, stage.precision) == (
+                previous.preset, previous.seed, previous.overrides, previous.precision)
+        seen[stage.run] = stage
+    assert [s.tier for s in stages] == sorted(s.tier for s in stages)
+    full = [s for s in stages if s.run.endswith("-mnist-full/seed-0")]
+    assert max(s.step for s in full) == 600_000
+    assert {s.precision for s in full} == {"bf16-mixed" if bf16 else "32-true"}
+    # the Table 1 rerun comes first: every Table 1 row, three seeds, at 3,000 steps
+    table1 = {(s.preset, s.seed) for s in stages if s.tier == 0 and s.step == 3000}
+    assert len(table1) == 6 * 3
+
+
+def test_points_are_skipped_once_written(tmp_path):
+    stages = study.plan(False)[:3]
+    path = study.point_path(tmp_path, stages[1])
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    assert list(study.remaining(tmp_path, stages)) == [stages[0], stages[2]]
+
+
+def _point(root, model, seed, step, **metrics):
+    path = root / model / f"seed-{seed}" / f"step-{step}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run": f"{model}/seed-{seed}", "seed": seed, "step": step,
+                                "metrics": metrics}))
+
+
+def _table1(root, step, shifting_ratio, vae_ratio=1.0):
+    rows = {  # model: (ratio, E_eq, log p(x), paper log p(x))
+        "vae-mnist-cpu": (vae_ratio, 13000.0, -280.0, -270.0),
+        "tvae-L0-mnist-cpu": (0.99, 12000.0, -330.0, -320.0),
+        "bubbles-mnist-cpu": (0.90, 9000.0, -320.0, -310.0),
+        "tvae-Lshort-mnist-cpu": (shifting_ratio, 4000.0, -300.0, -250.0),
+        "tvae-Lpartial-mnist-cpu": (shifting_ratio + 0.1, 5000.0, -310.0, -260.0),
+    }
+    for model, (ratio, eeq, ll, ll_paper) in rows.items():
+        for seed in range(2):
+            _point(root, model, seed, step, equivariance_ratio=ratio, equivariance_error=eeq,
+                   log_likelihood_nats_per_image=ll,
+                   log_likelihood_paper_protocol_nats_per_image=ll_paper,
+                   roll_prediction_nll=400.0, roll_prediction_nll_static=450.0)
+
+
+def test_claims_follow_the_measured_means(tmp_path):
+    _table1(tmp_path, 1000, shifting_ratio=0.95, vae_ratio=0.9)
+    _table1(tmp_path, 3000, shifting_ratio=0.40)
+    points = report.read_points(tmp_path)
+    grouped = report.by_model_step(points)
+    at_1k = dict(report.claims_at(grouped, 1000))
+    at_3k = dict(report.claims_at(grouped, 3000))
+    key = "a shifting TVAE has the lowest equivariance ratio"
+    assert at_1k[key] is False and at_3k[key] is True
+    assert at_1k["the VAE is at chance (ratio within 0.05 of 1)"] is False
+    assert at_3k["the VAE is at chance (ratio within 0.05 of 1)"] is True
+    # the VAE has the best joint likelihood, a shifting TVAE the best paper-protocol one
+    assert at_3k["a shifting TVAE has the highest log-likelihood (ours, joint)"] is False
+    assert at_3k["a shifting TVAE has the highest log-likelihood (paper protocol)"] is True
+    assert at_3k["BubbleVAE's log-likelihood lies between (ours)"] is False
+    assert at_3k["BubbleVAE's log-likelihood lies between (paper protocol)"] is False
+    assert at_3k["the VAE and TVAE L=0 have the two highest E_eq"] is True
+    assert report.claims_at(grouped, 10_000)[0][1] is None  # nothing measured there
+    table = report.table_at(points, 3000, ["tvae-Lshort-mnist-cpu"])
+    assert "| TVAE L=5/36 S | 0,1 | 0.400 ± 0.000 |" in table
+    assert "50.0 ± 0.0" in table  # the roll-prediction gain: 450 - 400
