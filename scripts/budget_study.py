@@ -89,10 +89,15 @@ def plan(bf16: bool, mnist_data: list[str] = MNIST_DATA) -> list[Stage]:
         for model in TABLE1:
             add(0, f"{model}-mnist-cpu", f"{model}-mnist-cpu", seed, [1000, 3000], mnist_data)
     # tier 1: Table 2 (dSprites, 2,000 steps) with both capsule-offset correlations and DCI under
-    # disentanglement_lib's gradient boosting
+    # disentanglement_lib's gradient boosting, and the disentanglement baselines (seeds as on the
+    # results page: beta-VAE three, beta-TCVAE and FactorVAE two)
     for seed in range(3):
         for model in ["vae", "tvae-L0", "bubbles", "tvae-Lshort", "tvae-Lthird", "tvae-Lhalf",
                       "beta-vae"]:
+            add(1, f"{model}-dsprites-cpu", f"{model}-dsprites-cpu", seed, [2000], [],
+                ("--metrics", DSPRITES_METRICS))
+    for seed in range(2):
+        for model in ["beta-tcvae", "factor-vae"]:
             add(1, f"{model}-dsprites-cpu", f"{model}-dsprites-cpu", seed, [2000], [],
                 ("--metrics", DSPRITES_METRICS))
     # tier 2: the curves to 10,000 steps, three seeds; dSprites TVAE L = 1/3 S to 10,000
