@@ -74,6 +74,9 @@ class Stage:
     overrides: tuple[str, ...]
     eval_args: tuple[str, ...] = ()
     precision: str = "32-true"
+    # a run that starts as a copy of another run at its latest point and continues in its own
+    # precision (the float32 stretch of a bfloat16 run)
+    branch_of: str | None = None
 
 
 def plan(bf16: bool, mnist_data: list[str] = MNIST_DATA) -> list[Stage]:
@@ -121,9 +124,20 @@ def plan(bf16: bool, mnist_data: list[str] = MNIST_DATA) -> list[Stage]:
     # (SGD, lr 1e-4, momentum 0.9, 8 sequences): 600,000 steps = 100 epochs of 48,000 digits;
     # bfloat16-mixed where the processor has bfloat16 matrix units
     precision = "bf16-mixed" if bf16 else "32-true"
-    full = [1000, 3000, 10000, 30000, 60000, 100000, 300000, 600000]
+    full = [1000, 3000, 10000, 12000, 30000, 60000, 100000, 300000, 600000]
     for model in ["tvae-Lpartial", "vae"]:
-        add(4, f"{model}-mnist-full", f"{model}-mnist", 0, full, mnist_data, (), precision)
+        name = f"{model}-mnist-full"
+        add(4, name, f"{model}-mnist", 0, full, mnist_data, (), precision)
+        if bf16:
+            # steps 10,000 to 12,000 once more in float32 from the same checkpoint: the two
+            # precisions compared on the same run, data and noise
+            at = next(i for i, s in enumerate(stages) if s.run == f"{name}/seed-0"
+                      and s.step == 12000)
+            source = stages[at]
+            stages.insert(at, dataclasses.replace(
+                source, run=f"{name}-fp32-stretch/seed-0", precision="32-true",
+                overrides=tuple(o for o in source.overrides if not o.startswith("train.precision"))
+                + ("train.precision=32-true",), branch_of=source.run))
     return stages
 
 
@@ -165,9 +179,23 @@ def trained_steps(run_dir: Path) -> int:
 def do_stage(out: Path, stage: Stage, data_dir: str | None) -> None:
     run_dir = out / "runs" / stage.run
     log = out / "logs" / f"{stage.run.replace('/', '_')}.log"
+    branch_seconds = None
+    if stage.branch_of is not None and not run_dir.exists():
+        source = out / "runs" / stage.branch_of
+        copy = run_dir.with_name(run_dir.name + ".copying")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy)
+        os.replace(copy, run_dir)
+        # same run, other precision: resume() writes the new precision into the copy's config
+        code = ("import sys; from topovae.training.trainer import resume; resume(sys.argv[1], "
+                "precision=sys.argv[2], max_steps=int(sys.argv[3]), progress_bar=False)")
+        branch_seconds = run_logged([sys.executable, "-c", code, str(run_dir), stage.precision,
+                                     str(stage.step)], log)
     has_checkpoint = (run_dir / "checkpoints" / "last.ckpt").exists()
     steps_before = trained_steps(run_dir)
-    if steps_before >= stage.step and (run_dir / "model.safetensors").exists():
+    if branch_seconds is not None:
+        train_seconds = branch_seconds
+    elif steps_before >= stage.step and (run_dir / "model.safetensors").exists():
         train_seconds = 0.0  # already trained this far (stopped between training and evaluation)
     elif has_checkpoint:
         train_seconds = run_logged(topovae("train", "--resume", str(run_dir), "--max-steps",

@@ -38,6 +38,17 @@ def test_every_run_is_extended_in_increasing_steps_with_one_config(bf16):
     full = [s for s in stages if s.run.endswith("-mnist-full/seed-0")]
     assert max(s.step for s in full) == 600_000
     assert {s.precision for s in full} == {"bf16-mixed" if bf16 else "32-true"}
+    stretch = [i for i, s in enumerate(stages) if s.branch_of is not None]
+    assert len(stretch) == (2 if bf16 else 0)
+    for i in stretch:
+        branch = stages[i]
+        source = [s for s in stages[:i] if s.run == branch.branch_of]
+        later = [s for s in stages[i:] if s.run == branch.branch_of]
+        # copied from the source's last point before it, compared at the source's next one
+        assert source[-1].step < branch.step == later[0].step
+        assert branch.precision == "32-true" != source[-1].precision
+        assert [o for o in branch.overrides if "precision" not in o] == [
+            o for o in source[-1].overrides if "precision" not in o]
     # the Table 1 rerun comes first: every Table 1 row, three seeds, at 3,000 steps
     table1 = {(s.preset, s.seed) for s in stages if s.tier == 0 and s.step == 3000}
     assert len(table1) == 6 * 3
