@@ -24,7 +24,9 @@ so whatever time is available goes to the most useful points first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -242,6 +244,57 @@ def do_stage(out: Path, stage: Stage, data_dir: str | None) -> None:
         os.replace(path.parent / "metrics.csv.tmp", path.parent / "metrics.csv")
 
 
+def touched(stage: Stage) -> set[str]:
+    """The run folders a stage reads or writes."""
+    return {stage.run} | ({stage.branch_of} if stage.branch_of else set())
+
+
+@contextlib.contextmanager
+def locked(out: Path, runs: set[str]) -> Iterator[bool]:
+    """Hold an exclusive lock on every run of ``runs`` (``True``), or on none (``False``) when
+    another worker holds one of them."""
+    (out / "locks").mkdir(parents=True, exist_ok=True)
+    handles = []
+    try:
+        for run in sorted(runs):
+            handle = open(out / "locks" / (run.replace("/", "_") + ".lock"), "w")
+            handles.append(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+        yield True
+    finally:
+        for handle in handles:
+            handle.close()  # releases the lock
+
+
+def work(out: Path, stages: list[Stage], data_dir: str | None, wait: float = 30.0) -> None:
+    """Do the stages in plan order; several workers (processes) may share ``out``.
+
+    A stage is taken only when every earlier unfinished stage touching the same runs is done and
+    no other worker holds those runs, so each run still grows one stage after the other.
+    """
+    while True:
+        todo = list(remaining(out, stages))
+        if not todo:
+            return
+        for i, stage in enumerate(todo):
+            if any(touched(earlier) & touched(stage) for earlier in todo[:i]):
+                continue
+            with locked(out, touched(stage)) as mine:
+                if not mine or point_path(out, stage).exists():
+                    continue
+                started = time.strftime("%H:%M:%S")
+                print(f"[{started}] tier {stage.tier} {stage.run} -> step {stage.step}",
+                      flush=True)
+                do_stage(out, stage, data_dir)
+                break
+        else:  # everything left is another worker's
+            time.sleep(wait)
+
+
 def collect(out: Path, dest: Path) -> int:
     """Copy the small outputs (points and training curves) to ``dest``; the number of points."""
     n = 0
@@ -280,12 +333,7 @@ def main() -> None:
         for stage in todo:
             print(f"tier {stage.tier}  {stage.run}  step {stage.step}  {stage.precision}")
         return
-    for stage in todo:
-        if point_path(args.out, stage).exists():
-            continue
-        started = time.strftime("%H:%M:%S")
-        print(f"[{started}] tier {stage.tier} {stage.run} -> step {stage.step}", flush=True)
-        do_stage(args.out, stage, args.data_dir)
+    work(args.out, stages, args.data_dir)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,40 @@ def test_claims_follow_the_measured_means(tmp_path):
     table = report.table_at(points, 3000, ["tvae-Lshort-mnist-cpu"])
     assert "| TVAE L=5/36 S | 0,1 | 0.400 ± 0.000 |" in table
     assert "50.0 ± 0.0" in table  # the roll-prediction gain: 450 - 400
+
+
+def test_two_workers_share_the_study_without_touching_one_run_at_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    stages = [s for s in study.plan(True) if s.tier == 4]  # two runs, each with a branch
+    active, done, lock, errors = set(), [], threading.Lock(), []
+
+    def fake_stage(out, stage, data_dir):
+        runs = study.touched(stage)
+        with lock:
+            if active & runs:
+                errors.append(f"{stage.run} while {active} active")
+            active.update(runs)
+        time.sleep(0.002)
+        path = study.point_path(out, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        with lock:
+            active.difference_update(runs)
+            done.append(stage)
+
+    monkeypatch.setattr(study, "do_stage", fake_stage)
+    workers = [threading.Thread(target=study.work, args=(tmp_path, stages, None, 0.001))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not errors
+    assert sorted(map(repr, done)) == sorted(map(repr, stages))  # each stage exactly once
+    for run in {s.run for s in stages}:
+        # each run's stages in plan order, the branch after its source's point and before the
+        # source goes on
+        assert [s for s in done if study.touched(s) & {run}] == [
+            s for s in stages if study.touched(s) & {run}]
