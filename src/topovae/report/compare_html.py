@@ -198,7 +198,7 @@ def compare_html(run_dirs: Sequence[str | Path], out_dir: str | Path = ".") -> s
 
 def build_compare_html(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write :func:`compare_html` of ``run_dirs`` to ``out`` (atomically); return its path."""
-    from topovae.training.run import atomic_write_text
+    from topovae.io import atomic_write_text
 
     out = Path(out)
     if out.is_dir():

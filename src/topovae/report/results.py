@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from topovae.io import atomic_write_text
 from topovae.report.compare import (
     aggregate_runs,
     aggregate_table,
@@ -489,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"topovae results: error: {err}", file=sys.stderr)
         return 2
     if args.out is not None:
-        args.out.write_text(text)
+        atomic_write_text(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
