@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from topovae.evaluate import evaluate_run
 from topovae.io import atomic_write
+from topovae.measure import evaluate_run
 from topovae.report import build_report
 
 __all__ = ["train_on_sequences", "evaluate_run", "build_report"]

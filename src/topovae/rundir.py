@@ -181,6 +181,7 @@ class RunDir:
     def write_config(self, experiment: ExperimentConfig) -> Path:
         """Write ``config.yaml`` (the resolved experiment) atomically."""
         self._config = None
+        ensure_models_registered()
         return atomic_write_text(self.config_path, experiment.resolved().to_yaml())
 
     # -- paths --------------------------------------------------------------------------------

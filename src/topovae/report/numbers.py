@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from topovae.report.metric_defs import (
-    METRICS,
-    PER_TRANSFORMATION,
     MetricDef,
     finite,
     format_number,
     lookup,
     metrics_by_group,
+    per_transformation_metrics,
+    report_metrics,
 )
 
 __all__ = ["metrics_tables_html", "per_transformation_html", "data_budget_text",
@@ -87,7 +87,7 @@ def per_transformation_html(block: Any) -> str:
     if not isinstance(block, Mapping) or not block:
         return ""
     entries = {name: e for name, e in block.items() if isinstance(e, Mapping)}
-    columns = [d for d in PER_TRANSFORMATION
+    columns = [d for d in per_transformation_metrics()
                if any(finite(e.get(d.key)) is not None for e in entries.values())]
     if not entries or not columns:
         return ""
@@ -181,5 +181,5 @@ def data_budget_text(metrics: Mapping[str, Any], config: Mapping[str, Any],
 
 
 def defined_keys() -> list[str]:
-    """Every ``metrics.json`` key that :data:`METRICS` describes (for tests and docs)."""
-    return [d.key for d in METRICS]
+    """Every ``metrics.json`` key that the report describes (for tests and docs)."""
+    return [d.key for d in report_metrics()]

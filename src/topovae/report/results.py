@@ -327,12 +327,12 @@ def _commands(record: Any) -> list[str]:
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if lines:
             return lines
-    train = record.config.get("train") if isinstance(record.config.get("train"), dict) else {}
+    accelerator = record.config.train.accelerator if record.config is not None else None
     command = [f"topovae train --preset {record.preset or 'PRESET'}"]
     if record.seed is not None:
         command.append(f"--seed {record.seed}")
-    if train.get("accelerator") not in (None, "auto"):
-        command.append(f"--accelerator {train['accelerator']}")
+    if accelerator not in (None, "auto"):
+        command.append(f"--accelerator {accelerator}")
     command.append(f"--out {record.path}")
     evaluate = f"topovae evaluate {record.path}"
     block = record.metrics.get("disentanglement")
