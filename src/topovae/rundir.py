@@ -255,13 +255,13 @@ class RunDir:
         A file of another format version is a ``ValueError``; a file without one (written by
         hand) is read as the current version.
         """
-        data = _read_json_object(self.metrics_path)
-        version = data.get("format_version", FORMAT_VERSION)
+        metrics = _read_json_object(self.metrics_path)
+        version = metrics.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ValueError(f"{self.metrics_path} was written by an incompatible topovae version "
                              f"(format {version}, this version reads {FORMAT_VERSION}); "
                              "evaluate the run again")
-        return Results(data, FORMAT_VERSION)
+        return Results(metrics, FORMAT_VERSION)
 
     def write_results(self, values: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` (with its ``format_version``) atomically; strict JSON."""

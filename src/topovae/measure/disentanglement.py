@@ -106,9 +106,8 @@ class Disentanglement(Measurement):
     writes = ("disentanglement", "disentanglement.disentanglement_samples",
               "disentanglement.factor_names", "disentanglement.factor_sizes",
               "disentanglement.estimators", "disentanglement.n_frames",
-              "disentanglement.mig.entropy", "disentanglement.dci.informativeness_train",
-              "disentanglement.factor_vae.train_accuracy",
-              "disentanglement.beta_vae.train_accuracy")
+              *(f"disentanglement.{name}_unavailable"
+                for name in ("mig", "sap", "dci", "factor_vae", "beta_vae")))
     columns = (
         _score("mig.mig", "MIG", "bits / entropy (0 to 1)",
                "Mutual Information Gap: for each factor, the gap in normalised mutual "

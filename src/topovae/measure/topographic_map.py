@@ -49,8 +49,7 @@ class TopographicMap(Measurement):
     name = "topographic_map"
     requires = TorusMap
     order = 70
-    writes = ("topographic_map", "topographic_map.control_std", "topographic_map.excess",
-              "topographic_map.n_images")
+    writes = ("topographic_map", "topographic_map.n_images")
     columns = (
         Column("topographic_map.score", "map neighbour correlation", "correlation (-1 to 1)", 3,
                False, "topographic map",
@@ -67,6 +66,13 @@ class TopographicMap(Measurement):
                "correlation (-1 to 1)", 3, False, "topographic map",
                "The same for the network untrained.", short="map corr. untrained",
                name="topographic_score_untrained", views=frozenset({"compare"})),
+        Column("topographic_map.excess", "map correlation over shuffled", "correlation", 3,
+               False, "topographic map", "The neighbour correlation minus its shuffled-map "
+               "control.", views=frozenset({"report"})),
+        Column("topographic_map.control_std", "shuffled-map spread", "standard deviation", 3,
+               None, "topographic map", "Standard deviation of the correlation over the "
+               "shuffled maps (how far from the control chance alone goes).",
+               views=frozenset({"report"})),
     )
 
     def applicable(self, ctx: EvaluationContext) -> bool:
