@@ -68,24 +68,15 @@ def disentanglement_scores(model: torch.nn.Module, experiment: ExperimentConfig,
     if grid_size <= MAX_ENCODED_GRID and images_requested(names, n) > grid_size:
         dataset = EncodedGrid(dataset, represent)
         represent = identity
-    if {"mig", "sap", "dci"} & set(names):
-        codes_train, factors_train = dis.sample_codes_and_factors(represent, dataset, n, seed=seed)
-        codes_test, factors_test = dis.sample_codes_and_factors(represent, dataset, max(1, n // 2),
-                                                                seed=seed + 1)
-        if "mig" in names:
-            out["mig"] = dis.mig(codes_train, factors_train)
-        if "sap" in names:
-            out["sap"] = dis.sap(codes_train, factors_train, codes_test, factors_test)
-        if "dci" in names:
-            out["dci"] = dis.dci(codes_train, factors_train, codes_test, factors_test, seed=seed,
-                                 estimator=experiment.evaluate.dci_estimator)
-    if "factor_vae" in names:
-        out["factor_vae"] = dis.factor_vae_score(represent, dataset, seed=seed, num_train=n,
-                                                 num_eval=max(1, n // 2),
-                                                 num_variance_estimate=n)
-    if "beta_vae" in names:
-        out["beta_vae"] = dis.beta_vae_score(represent, dataset, seed=seed, num_train=n,
-                                             num_eval=max(1, n // 2))
+    # in the fixed order of SCORES (SAP's SVMs draw from numpy's global generator); MIG, SAP
+    # and DCI share one draw of training and test codes
+    samples = dis.Samples(represent, dataset)
+    options = {"dci": {"estimator": experiment.evaluate.dci_estimator}}
+    for name, score in dis.SCORES.items():
+        if name in names:
+            result = score(represent, dataset, n=n, seed=seed, samples=samples,
+                           **options.get(name, {}))
+            out[name] = dis.stored(name, result)
     return out
 
 
