@@ -21,7 +21,6 @@ stored as tensors and lists, see :mod:`topovae.training.module`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pickle
@@ -39,6 +38,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import save_file
 
 from topovae.io import atomic_write, atomic_write_file
+from topovae.io import fsync_dir as _fsync_dir
 
 __all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "FaultInjection", "atomic_torch_save",
            "atomic_save_weights", "LAST_CHECKPOINT", "PREVIOUS_CHECKPOINT", "CheckpointError",
@@ -175,15 +175,6 @@ def remove_stale_temporaries(checkpoint_dir: str | Path) -> list[Path]:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_fsynced(path: Path, write: Callable[[IO[bytes]], None],
                    wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> None:
     with open(path, "wb") as raw:
