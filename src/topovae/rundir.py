@@ -8,7 +8,8 @@ Layout (see ``docs/architecture.md``)::
     RUN/logs/csv, RUN/logs/tensorboard training logs
     RUN/train_summary.json             wall time, steps and machine of training
     RUN/metrics.json                   topovae evaluate (schema: topovae.measure.schema)
-    RUN/report/                        topovae report
+    RUN/report/                        topovae report (index.html, roll_traversal.png, ...)
+    RUN/commands.txt                   the commands that made it (scripts/reproduce.sh)
 
 :class:`RunDir` is what every other part uses: ``topovae train`` creates one
 (:meth:`RunDir.create`), ``evaluate`` reads its typed config and model and writes its results
@@ -37,8 +38,8 @@ from topovae.models.base import GenerativeModel, load_model
 from topovae.training.experiment import ExperimentConfig, ensure_models_registered
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "METRICS_FILE", "TRAIN_SUMMARY_FILE",
-           "REPORT_DIR", "RunDir", "Results", "Run", "check_output_dir", "create_run_dir",
-           "read_run_config", "load_run"]
+           "REPORT_DIR", "ROLL_TRAVERSAL", "COMMANDS_FILE", "RunDir", "Results", "Run",
+           "check_output_dir", "create_run_dir", "read_run_config", "load_run"]
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
@@ -46,6 +47,8 @@ METRICS_FILE = "metrics.json"
 TRAIN_SUMMARY_FILE = "train_summary.json"
 MODEL_FILE = "model.json"
 REPORT_DIR = "report"
+COMMANDS_FILE = "commands.txt"
+ROLL_TRAVERSAL = "roll_traversal.png"
 
 
 def check_output_dir(path: str | Path) -> Path:
@@ -274,6 +277,24 @@ class RunDir:
     def write_train_summary(self, summary: Mapping[str, Any]) -> Path:
         """Write ``train_summary.json`` atomically."""
         return atomic_write_json(self.train_summary_path, dict(summary))
+
+    @property
+    def report_index(self) -> Path:
+        """``report/index.html`` (written by ``topovae report``)."""
+        return self.report_dir / "index.html"
+
+    @property
+    def roll_traversal(self) -> Path:
+        """``report/roll_traversal.png``, the figure ``topovae compare --html`` shows per run."""
+        return self.report_dir / ROLL_TRAVERSAL
+
+    def commands(self) -> list[str]:
+        """The commands that made the run, one a line of ``commands.txt`` (``[]`` if absent;
+        written by ``scripts/reproduce.sh``)."""
+        path = self.path / COMMANDS_FILE
+        if not path.is_file():
+            return []
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     def metrics_csv(self) -> Path | None:
         """The newest ``logs/**/metrics.csv`` (the training log), if any."""

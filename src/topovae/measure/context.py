@@ -101,6 +101,10 @@ class EvaluationContext:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def cached_value(self, key: str) -> Any:
+        """What :meth:`cached` computed under ``key`` (``None`` if nothing was)."""
+        return self._cache.get(key)
+
     def codes(self) -> torch.Tensor | None:
         """Capsule codes ``(N, S, n_caps, cap_dim)`` of the test sequences; ``None`` for a model
         without capsule codes or single frames."""

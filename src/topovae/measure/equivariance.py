@@ -266,9 +266,9 @@ class PerTransformation(Measurement):
                 out["per_transformation_unavailable"] = NO_FACTORS
         else:
             per = per_transformation(codes, ctx.factors, ctx.experiment, ctx.seed)
-        if ctx.traits.factor_grid is not None and "offsets_paper_protocol" in ctx._cache:
-            for name, entry in ctx._cache["offsets_paper_protocol"].items():
-                per.setdefault(name, {}).update(entry)
+        # the original code's correlation per transformation, computed by CapsuleOffsets
+        for name, entry in (ctx.cached_value("offsets_paper_protocol") or {}).items():
+            per.setdefault(name, {}).update(entry)
         if per:
             out["per_transformation"] = per
         return out

@@ -26,6 +26,7 @@ from topovae.report.metric_defs import (
     per_transformation_metrics,
     report_metrics,
 )
+from topovae.rundir import RunDir
 
 __all__ = ["build_compare_html", "compare_html"]
 
@@ -161,9 +162,10 @@ def _traversals(records: Sequence[RunRecord], out_dir: Path) -> str:
 
     figures = []
     for record in records:
-        png = record.path / "report" / "roll_traversal.png"
+        run = RunDir(record.path)
+        png = run.roll_traversal
         name = f"{record.group}, seed {record.seed}" if record.seed is not None else record.name
-        index = record.path / "report" / "index.html"
+        index = run.report_index
         link = (f' (<a href="{html.escape(Path(os.path.relpath(index, out_dir)).as_posix())}">'
                 "report</a>)" if index.is_file() else "")
         if png.is_file():

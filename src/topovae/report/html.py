@@ -35,7 +35,7 @@ from topovae.report.numbers import (
     metrics_tables_html,
     per_transformation_html,
 )
-from topovae.rundir import RunDir
+from topovae.rundir import ROLL_TRAVERSAL, RunDir
 from topovae.training.experiment import ExperimentConfig
 
 __all__ = ["Section", "render_html", "build_report", "embed_png"]
@@ -268,7 +268,7 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
     sections.sort(key=lambda section: _SECTION_ORDER.get(section.title.split(":")[0], 99))
     title = f"topovae report: {run_dir.name}"
     subtitle = " — ".join(s for s in (model_name, str(config.get("description", ""))) if s)
-    return atomic_write_text(out_dir / "index.html", render_html(title, sections, subtitle))
+    return atomic_write_text(run.report_index, render_html(title, sections, subtitle))
 
 
 def _model_sections(model: Any, batch: Mapping[str, Any], n_sequences: int, data_source: str,
@@ -302,7 +302,7 @@ def _model_sections(model: Any, batch: Mapping[str, Any], n_sequences: int, data
         except (ValueError, RuntimeError) as err:
             sections.append(Section("Capsule-roll traversal", note=f"not computed: {err}"))
         else:
-            figure("Capsule-roll traversal", "roll_traversal.png",
+            figure("Capsule-roll traversal", ROLL_TRAVERSAL,
                    lambda p: figures.plot_roll_traversal(truth, rolled, p,
                                                          context_decodes=context),
                    "First row of each group: the true frames x_k of a test sequence. Second: "

@@ -47,6 +47,7 @@ from topovae.report.compare import (
     per_transformation_table,
     read_run_record,
 )
+from topovae.rundir import RunDir
 
 __all__ = ["SECTIONS", "TABLE1", "SHIFTING_TABLE1", "TABLE2", "SHIFTING_TABLE2",
            "CHANCE_TOLERANCE", "Claim", "base_preset", "table1_claims", "table2_claims",
@@ -73,11 +74,9 @@ def _machine_text(machine: Mapping[str, Any]) -> str:
 
 def _commands(record: Any) -> list[str]:
     """The commands that made a run: RUN/commands.txt (written by reproduce.sh) or rebuilt."""
-    path = record.path / "commands.txt"
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if lines:
-            return lines
+    lines = RunDir(record.path).commands()
+    if lines:
+        return lines
     accelerator = record.config.train.accelerator if record.config is not None else None
     command = [f"topovae train --preset {record.preset or 'PRESET'}"]
     if record.seed is not None:
