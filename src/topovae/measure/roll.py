@@ -102,7 +102,7 @@ class OperatorPrediction(Measurement):
                "prediction", "Frame k predicted from frame 0 with the model's own latent "
                "operator, decoded: negative log-likelihood of the true frame k.",
                (Control("roll_prediction_nll", "capsule roll"),
-                Control(_STATIC, "predicting no change")), short="operator NLL", short_digits=2),
+                Control(_STATIC, "predicting no change")), views=frozenset({"report"})),
         Column("operator_prediction_mse", "operator prediction MSE",
                "mean squared error per pixel", 4, True, "prediction",
                "Squared error of the operator's prediction of frame k.",
