@@ -164,8 +164,8 @@ def test_evaluation_grid_is_the_sub_grid_of_the_test_split() -> None:
     import numpy as np
 
     from topovae.data.dsprites import SUBGRID
+    from topovae.data.ground_truth import evaluation_grid as _evaluation_grid
     from topovae.data.sources import build_source
-    from topovae.evaluate import _evaluation_grid
 
     source = build_source("dsprites_rendered", split="test")
     grid = _evaluation_grid(source, source.ground_truth)
@@ -186,7 +186,9 @@ def test_encoded_grid_gives_the_scores_of_rendering_every_image() -> None:
     import numpy as np
 
     from topovae.data.dsprites import RenderedDSprites
-    from topovae.evaluate import _EncodedGrid, _FactorSubgrid, _identity
+    from topovae.data.ground_truth import EncodedGrid as _EncodedGrid
+    from topovae.data.ground_truth import FactorSubgrid as _FactorSubgrid
+    from topovae.measure.disentanglement import identity as _identity
     from topovae.metrics import disentanglement as dis
 
     grid = _FactorSubgrid(RenderedDSprites(), [np.array([0, 2]), np.array([1, 4]),

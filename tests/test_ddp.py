@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import deterministic_log
-from topovae.training.run import read_run_config
+from topovae.rundir import read_run_config
 
 TINY = [
     "data.source=mnist", "data.split=train-5k", "data.n_train=16", "data.n_test=8",

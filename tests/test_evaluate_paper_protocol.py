@@ -12,7 +12,7 @@ from topovae.data.dsprites import SUBGRID
 
 
 def test_offsets_per_transformation_use_subgrid_indices_and_have_a_random_control() -> None:
-    from topovae.evaluate import _offsets_paper_protocol
+    from topovae.measure.equivariance import offsets_paper_protocol as _offsets_paper_protocol
 
     n, s = 400, 15
     g = torch.Generator().manual_seed(0)
@@ -36,7 +36,7 @@ def test_offsets_per_transformation_use_subgrid_indices_and_have_a_random_contro
 
 @pytest.mark.parametrize("model_name", ["tvae-L0-dsprites-cpu", "vae-dsprites-cpu"])
 def test_evaluate_writes_both_likelihoods_and_both_offset_correlations(model_name: str) -> None:
-    from topovae.evaluate import evaluate_model
+    from topovae.measure import evaluate_model
     from topovae.models.base import build_model
     from topovae.presets import load_preset
 

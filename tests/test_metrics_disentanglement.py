@@ -209,7 +209,7 @@ def test_sap_continuous_hand_computed():
     # sum of squares 5 and 1); r^2(b, g) = 0. Gaps: f 1 - 0 = 1, g 0.8 - 0 = 0.8 -> SAP 0.9.
     factors = np.array([[0, 0], [1, 0], [2, 1], [3, 1]])
     codes = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 0.0], [3.0, 1.0]])
-    assert sap(codes, factors, codes, factors, continuous_factors=True) == pytest.approx(0.9)
+    assert sap(codes, factors, codes, factors, continuous_factors=True)["sap"] == pytest.approx(0.9)
 
 
 def test_sap_discrete_hand_computed():
@@ -221,7 +221,7 @@ def test_sap_discrete_hand_computed():
     codes = np.stack([np.where(labels == 1, 5.0, -5.0) + rng.normal(0, 0.5, 400),
                       np.zeros(400)], axis=1)
     factors = labels[:, None]
-    assert sap(codes[::2], factors[::2], codes[1::2], factors[1::2]) == pytest.approx(0.5)
+    assert sap(codes[::2], factors[::2], codes[1::2], factors[1::2])["sap"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("continuous", [True, False])
@@ -229,7 +229,7 @@ def test_sap_matches_slow_reference(continuous):
     factors = random_factors(600, 4, sizes=[3, 4, 5])
     codes = entangled_codes(factors, 4, width=4)
     args = (codes[:400], factors[:400], codes[400:], factors[400:])
-    assert sap(*args, continuous_factors=continuous) == pytest.approx(
+    assert sap(*args, continuous_factors=continuous)["sap"] == pytest.approx(
         slow_sap(*args, continuous), abs=1e-12)
 
 
@@ -238,11 +238,12 @@ def test_sap_identity_and_constant():
     codes = factors.astype(float) * 3.0
     train, test = slice(0, 1000), slice(1000, None)
     assert sap(codes[train], factors[train], codes[test], factors[test],
-               continuous_factors=True) > 0.95
+               continuous_factors=True)["sap"] > 0.95
     # A linear one-dimensional classifier recovers a few ordered classes well, not perfectly.
-    assert sap(codes[train], factors[train], codes[test], factors[test]) > 0.5
+    assert sap(codes[train], factors[train], codes[test], factors[test])["sap"] > 0.5
     zeros = np.zeros((1500, 3))
-    assert sap(zeros[train], factors[train], zeros[test], factors[test]) == pytest.approx(0.0)
+    assert sap(zeros[train], factors[train], zeros[test], factors[test])["sap"] == \
+        pytest.approx(0.0)
 
 
 # -- DCI ----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from PIL import Image
 
 from topovae.data.files import SequenceArrays, open_sequences, read_images
 from topovae.data.loaders import DataConfig, build_data
-from topovae.evaluate import collect_test_sequences
+from topovae.measure import collect_test_sequences
 from topovae.metrics.equivariance import equivariance_error, equivariance_ratio
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -244,7 +244,7 @@ def test_cli_trains_evaluates_and_reports_a_sequences_file(tmp_path):
 
 
 def test_measurements_say_what_needs_factors(tmp_path):
-    from topovae.evaluate import evaluate_model
+    from topovae.measure import evaluate_model
     from topovae.models.tvae import TVAE, TVAEConfig
     from topovae.presets import load_preset
     from topovae.training.experiment import adapt_to_data

@@ -13,10 +13,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from topovae.models.baselines import BetaVAE, BetaVAEConfig
 from topovae.report import build_report, compare_table, figures
+from topovae.rundir import RunDir
+from topovae.training.experiment import ExperimentConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -127,20 +128,21 @@ def test_topographic_score_smooth_map_beats_shuffled_map() -> None:
 
 # -- the report ---------------------------------------------------------------------------------
 def make_run(tmp_path: Path, model, model_name: str, model_config: dict, metrics=None) -> Path:
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run)
-    (run / "config.yaml").write_text(yaml.safe_dump({
-        "description": "tiny test run", "format_version": 1,
+    # data that cannot be rebuilt here: MNIST from a folder that does not exist, no download
+    run_dir = RunDir.create(tmp_path / "run", ExperimentConfig.from_dict({
+        "description": "tiny test run",
         "model": {"name": model_name, "config": model_config},
-        "data": {"source": "not-available-here"}, "train": {"seed": 0}}))
+        "data": {"source": "mnist", "data_dir": str(tmp_path / "not-available-here"),
+                 "download": False}, "train": {"seed": 0}}))
+    run = run_dir.path
+    model.save(run)
     logs = run / "logs" / "csv"
     logs.mkdir(parents=True)
     (logs / "metrics.csv").write_text(
         "epoch,step,train/loss,train/recon_nll,train/kl,val/loss\n"
         "0,0,500,480,20,\n0,1,400,385,15,\n0,1,,,,420\n1,2,350,340,10,\n")
     if metrics is not None:
-        (run / "metrics.json").write_text(json.dumps(metrics))
+        run_dir.write_results(metrics)
     return run
 
 
@@ -213,14 +215,14 @@ def test_build_report_for_capsule_and_torus_tvae(tmp_path: Path) -> None:
 
 # -- compare ------------------------------------------------------------------------------------
 def test_compare_table(tmp_path: Path) -> None:
-    full = tmp_path / "tvae-run"
-    full.mkdir()
-    (full / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tvae"}}))
-    (full / "metrics.json").write_text(json.dumps({
+    full_run = RunDir.create(tmp_path / "tvae-run", ExperimentConfig.from_dict(
+        {"model": {"name": "tvae"}}))
+    full = full_run.path
+    full_run.write_results({
         "model": "tvae", "log_likelihood_nats_per_image": -186.054, "n_is_samples": 10,
         "equivariance_error": 1234.56, "equivariance_error_control": 4321.0,
         "equivariance_ratio": 0.2857, "roll_prediction_nll": 201.5,
-        "log_likelihood_paper_protocol_nats_per_image": -183.754}))
+        "log_likelihood_paper_protocol_nats_per_image": -183.754})
     partial = tmp_path / "vae-run"
     partial.mkdir()
     (partial / "metrics.json").write_text(json.dumps({

@@ -7,8 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import yaml
-
 from topovae.report.compare_html import compare_html
 from topovae.report.metric_defs import GROUPS, METRICS, PER_TRANSFORMATION, lookup
 from topovae.report.numbers import (
@@ -17,6 +15,8 @@ from topovae.report.numbers import (
     metrics_tables_html,
     per_transformation_html,
 )
+from topovae.rundir import RunDir
+from topovae.training.experiment import ExperimentConfig
 
 BASE = {"equivariance_ratio": 0.5, "equivariance_ratio_untrained": 0.9,
         "equivariance_error": 300.0, "equivariance_error_control": 600.0,
@@ -73,12 +73,12 @@ def test_grouped_tables_with_units_and_controls_beside_values() -> None:
 
 
 def test_paper_protocol_entries_join_their_counterparts_when_present() -> None:
-    metrics = {**BASE, "log_likelihood_paper_protocol": -95.5,
+    metrics = {**BASE, "log_likelihood_paper_protocol_nats_per_image": -95.5,
                "capsule_offset_correlation": 0.6,
                "capsule_offset_correlation_paper_protocol": 0.7}
     page = metrics_tables_html(metrics)
     groups = group_of_rows(page)
-    assert groups["log_likelihood_paper_protocol"] == "likelihood"
+    assert groups["log_likelihood_paper_protocol_nats_per_image"] == "likelihood"
     assert groups["capsule_offset_correlation_paper_protocol"] == "equivariance"
     text = visible_text(page)
     assert "-95.50 (paper's protocol)" in text  # beside the joint estimate
@@ -125,16 +125,14 @@ def test_data_and_budget_in_words() -> None:
 def test_compare_page_aggregates_seeds_by_experiment(tmp_path: Path) -> None:
     runs = []
     for seed, (ratio, ll) in enumerate([(0.4, -300.0), (0.6, -310.0), (0.9, -200.0)]):
-        run = tmp_path / f"run{seed}"
-        run.mkdir()
         preset = "tvae" if seed < 2 else "vae"
-        (run / "config.yaml").write_text(yaml.safe_dump(
+        run = RunDir.create(tmp_path / f"run{seed}", ExperimentConfig.from_dict(
             {"preset": preset, "model": {"name": "tvae"}, "train": {"seed": seed}}))
         metrics = {"equivariance_ratio": ratio, "log_likelihood_nats_per_image": ll}
         if seed == 0:
-            metrics["log_likelihood_paper_protocol"] = -90.0
-        (run / "metrics.json").write_text(json.dumps(metrics))
-        runs.append(run)
+            metrics["log_likelihood_paper_protocol_nats_per_image"] = -90.0
+        run.write_results(metrics)
+        runs.append(run.path)
     text = visible_text(compare_html(runs, tmp_path))
     assert "0.500 ± 0.141" in text  # mean ± sample std of 0.4 and 0.6
     assert "-305.00 ± 7.07" in text and "0.900" in text and "-200.00" in text

@@ -31,6 +31,8 @@ from topovae.report.results import (
     table1_claims,
     table2_claims,
 )
+from topovae.rundir import RunDir
+from topovae.training.experiment import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "reproduce.sh"
@@ -40,21 +42,19 @@ def make_run(root: Path, name: str, *, preset: str | None = "vae-mnist-cpu", see
              description: str = "a description", metrics: dict[str, Any] | None = None,
              train_seconds: float | None = None) -> Path:
     """A hand-made run directory: config.yaml, metrics.json and optionally train_summary.json."""
-    run = root / name
-    run.mkdir(parents=True)
     config: dict[str, Any] = {"description": description, "model": {"name": "tvae"},
                               "train": {"seed": seed}}
     if preset is not None:
         config["preset"] = preset
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    run = RunDir.create(root / name, ExperimentConfig.from_dict(config))
     if metrics is not None:
-        (run / "metrics.json").write_text(json.dumps({"model": "tvae", **metrics}))
+        run.write_results({"model": "tvae", **metrics})
     if train_seconds is not None:
-        (run / "train_summary.json").write_text(json.dumps({
+        run.write_train_summary({
             "train_seconds": train_seconds, "steps": 100,
             "machine": {"processor": "Test CPU", "cpu_count": 2, "torch": "2.x",
-                        "device": "cpu", "num_devices": 1}}))
-    return run
+                        "device": "cpu", "num_devices": 1}})
+    return run.path
 
 
 def table_row(header: list[str], line: str) -> dict[str, str]:
@@ -411,7 +411,7 @@ def test_reproduce_resumes_and_skips(tmp_path: Path) -> None:
     trained = make_run(runs, "seed-1", seed=1)
     (trained / "model.json").write_text("{}")
     killed = make_run(runs, "seed-2", seed=2)
-    (killed / "checkpoints").mkdir()
+    (killed / "checkpoints").mkdir(exist_ok=True)
     (killed / "checkpoints" / "last.ckpt").write_text("")
     make_run(runs, "seed-3", seed=3)  # killed before its first checkpoint
     result = reproduce("--dry-run", "--seeds", "5", "--out", str(out), "--only", "^vae-mnist$")

@@ -3,25 +3,23 @@ shows the paper-protocol numbers as labelled columns."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from topovae.report.compare import aggregate_runs, aggregate_table, per_transformation_table
 from topovae.report.results import paper_protocol_claims, render_results
+from topovae.rundir import RunDir
+from topovae.training.experiment import ExperimentConfig
 
 
 def make_run(root: Path, name: str, preset: str, seed: int, metrics: dict[str, Any]) -> Path:
-    run = root / name
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(
+    run = RunDir.create(root / name, ExperimentConfig.from_dict(
         {"description": name, "preset": preset, "model": {"name": "tvae"},
          "train": {"seed": seed}}))
-    (run / "metrics.json").write_text(json.dumps({"model": "tvae", **metrics}))
-    return run
+    run.write_results({"model": "tvae", **metrics})
+    return run.path
 
 
 TABLE1 = {"vae-mnist": -190.0, "tvae-L0-mnist": -191.0, "bubbles-mnist": -188.0,

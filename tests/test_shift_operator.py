@@ -128,7 +128,7 @@ def test_an_exactly_equivariant_encoder_scores_zero_error_and_perfect_roll_predi
     own = operator_prediction(model, x)
     assert own["operator_prediction_nll"] == pytest.approx(roll.nll, abs=1e-6)
     assert own["reconstruction_nll"] < 1e-4
-    from topovae.evaluate import _operator_prediction
+    from topovae.measure.roll import operator_prediction_means as _operator_prediction
 
     measured = _operator_prediction(model, x, codes, batch_size=5)
     assert measured["step_roll"] == 1 and measured["step_roll_fraction"] == 1.0

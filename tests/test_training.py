@@ -139,7 +139,7 @@ def test_train_then_evaluate_writes_metrics(mnist_dir: Path, tmp_path: Path) -> 
 
 def test_evaluate_scores_the_topographic_map_of_a_torus_model(mnist_dir: Path) -> None:
     from topovae.data.loaders import build_data
-    from topovae.evaluate import evaluate_model
+    from topovae.measure import evaluate_model
     from topovae.metrics import topographic_score
     from topovae.models.base import build_model
     from topovae.presets import load_preset
@@ -170,7 +170,7 @@ def test_evaluate_scores_the_topographic_map_of_a_torus_model(mnist_dir: Path) -
 
 
 def test_per_transformation_errors_split_the_overall_error() -> None:
-    from topovae.evaluate import _per_transformation
+    from topovae.measure.equivariance import per_transformation as _per_transformation
     from topovae.metrics import equivariance_error
     from topovae.presets import load_preset
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from topovae.evaluate import evaluate_run
+from topovae.io import atomic_write
+from topovae.measure import evaluate_run
 from topovae.report import build_report
 
 __all__ = ["train_on_sequences", "evaluate_run", "build_report"]
@@ -37,9 +38,7 @@ def _array(value: Any) -> np.ndarray:
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    tmp.replace(path)
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def train_on_sequences(sequences: Any, out: str | Path, *, factors: Any = None,
@@ -54,13 +53,8 @@ def train_on_sequences(sequences: Any, out: str | Path, *, factors: Any = None,
     """
     from topovae.data.files import check_factors, check_pixels, check_sequence_array
     from topovae.presets import load_preset
+    from topovae.rundir import CHECKPOINT_DIR, CONFIG_FILE, RunDir, check_output_dir
     from topovae.training.experiment import adapt_to_data, check_data
-    from topovae.training.run import (
-        CHECKPOINT_DIR,
-        CONFIG_FILE,
-        atomic_write_text,
-        check_output_dir,
-    )
     from topovae.training.trainer import fit
 
     x = _array(sequences)
@@ -88,7 +82,7 @@ def train_on_sequences(sequences: Any, out: str | Path, *, factors: Any = None,
         experiment = adapt_to_data(experiment)
         check_data(experiment)
         (run_dir / CHECKPOINT_DIR).mkdir()
-        atomic_write_text(run_dir / CONFIG_FILE, experiment.resolved().to_yaml())
+        RunDir(run_dir).write_config(experiment)
     except BaseException:  # nothing half-written: remove what was created
         for path in ([run_dir] if created else [data_dir, run_dir / CHECKPOINT_DIR]):
             shutil.rmtree(path, ignore_errors=True)

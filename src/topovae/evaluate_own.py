@@ -127,7 +127,8 @@ def own_disentanglement(model: torch.nn.Module, x: torch.Tensor,
     if "mig" in wanted:
         out["mig"] = dis.mig(codes, discrete)
     if "sap" in wanted:
-        out["sap"] = dis.sap(codes[train], discrete[train], codes[test], discrete[test])
+        out["sap"] = dis.stored("sap", dis.sap(codes[train], discrete[train], codes[test],
+                                               discrete[test]))
     if "dci" in wanted:
         out["dci"] = dis.dci(codes[train], discrete[train], codes[test], discrete[test],
                              seed=seed)

@@ -192,8 +192,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from topovae.rundir import check_output_dir, create_run_dir, read_run_config
     from topovae.training.checkpoint import CheckpointWriteError
-    from topovae.training.run import check_output_dir, create_run_dir, read_run_config
     from topovae.training.trainer import TrainingDivergedError, fit, resume
 
     try:
@@ -240,7 +240,7 @@ def _parse_metrics(text: str | None) -> list[str] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from topovae.evaluate import evaluate_run
+    from topovae.measure import evaluate_run
 
     try:
         metrics = evaluate_run(args.run, n_is_samples=args.n_is_samples,
@@ -258,10 +258,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _metrics_summary(metrics: dict[str, Any]) -> str:
-    keys = ("log_likelihood_nats_per_image", "equivariance_error", "equivariance_error_control",
-            "equivariance_ratio", "roll_prediction_mse", "capsule_offset_correlation")
-    parts = [f"{k}={metrics[k]:.4g}" for k in keys
-             if isinstance(metrics.get(k), (int, float))]
+    """``key=value`` of the measurements' ``summary`` columns that ``metrics`` has."""
+    from topovae.measure import columns
+    from topovae.rundir import Results
+
+    results = Results(metrics)
+    parts = [f"{c.key}={results.number(c.key):.4g}" for c in columns("summary")
+             if results.number(c.key) is not None]
     return " ".join(parts)
 
 
@@ -314,10 +317,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from topovae.evaluate import evaluate_run
+    from topovae.measure import evaluate_run
     from topovae.presets import load_preset
+    from topovae.rundir import check_output_dir, create_run_dir
     from topovae.training.checkpoint import CheckpointWriteError
-    from topovae.training.run import check_output_dir, create_run_dir
     from topovae.training.trainer import TrainingDivergedError, fit
 
     try:

@@ -17,6 +17,9 @@ factors whose length differs from the images.
   is read whole when opened), or a folder of such files (sorted by name) that are concatenated.
   A ``.npy`` file's float pixels are checked in chunks read with plain file reads, so checking
   a file larger than memory does not map it all in.
+
+One module (about 460 lines) on purpose: every reader of your files shares the same checks and
+the same one-line error type, so a problem is worded the same way whichever file shape it is in.
 """
 
 from __future__ import annotations

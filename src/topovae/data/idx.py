@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from topovae.io import atomic_write_bytes
+
 # IDX dtype codes -> numpy dtypes (multi-byte types are big-endian in the file).
 IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -99,4 +101,4 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     data = header + body
     if compress if compress is not None else path.suffix == ".gz":
         data = gzip.compress(data)
-    path.write_bytes(data)
+    atomic_write_bytes(path, data)

@@ -19,7 +19,7 @@ as a ratio, ``varied`` the index (in ``FACTORS``) of the factor that changes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -322,6 +322,35 @@ SEQUENCES.add(
     "dsprites", lambda seq_len=15, ground_truth=None, **_: DSpritesSequences(ground_truth, seq_len)
 )
 SEQUENCES.add("none", lambda **_: SingleImages())
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceTraits:
+    """What the measurements may assume about the sequences of a builder.
+
+    ``stepped_factors``: the names of the factors of which each sequence varies exactly one,
+    indexed by its recorded ``varied`` factor (the per-transformation split of Table 2);
+    ``one_step_per_frame``: consecutive frames are one step of the varied factor apart (what the
+    capsule-offset correlation assumes); ``factor_grid``: the factor values the steps walk
+    through (the original code's capsule correlation indexes frames on it); ``own_factors``:
+    the per-frame factors are the user's own (scored per factor, :mod:`topovae.evaluate_own`).
+    """
+
+    stepped_factors: tuple[str, ...] | None = None
+    one_step_per_frame: bool = False
+    factor_grid: Mapping[str, np.ndarray] | None = None
+    own_factors: bool = False
+
+
+def sequence_traits(name: str | None) -> SequenceTraits:
+    """The :class:`SequenceTraits` of the builder ``name`` (nothing assumed for other names)."""
+    traits = {
+        "single_factor": SequenceTraits(stepped_factors=FACTORS),
+        "dsprites": SequenceTraits(stepped_factors=DSpritesSequences.STEPPED,
+                                   one_step_per_frame=True, factor_grid=SUBGRID),
+        "given": SequenceTraits(one_step_per_frame=True, own_factors=True),
+    }
+    return traits.get(str(name), SequenceTraits())
 
 
 def build_sequences(name: str, **options: Any) -> Builder:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
 
+from topovae.models.capabilities import CapsuleCodes
+
 __all__ = ["RollPrediction", "CapsuleModel", "roll_prediction"]
 
 
-class CapsuleModel(Protocol):
-    """What :func:`roll_prediction` needs from a model."""
-
-    def latent_codes(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def decode(self, t: torch.Tensor) -> torch.Tensor: ...
+#: What :func:`roll_prediction` needs from a model (:mod:`topovae.models.capabilities`).
+CapsuleModel = CapsuleCodes
 
 
 @dataclasses.dataclass

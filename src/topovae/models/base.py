@@ -22,11 +22,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from topovae.config import Config, Registry
+from topovae.format import FORMAT_VERSION
+from topovae.io import atomic_write_file, atomic_write_text
 
 __all__ = ["ModelOutput", "GenerativeModel", "MODELS", "register_model", "build_model",
            "load_model", "check_sequences"]
 
-FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -108,12 +109,9 @@ class GenerativeModel(nn.Module):
         meta = {"model": self.registry_name, "format_version": FORMAT_VERSION,
                 "config": self.config.to_dict()}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = directory / "model.safetensors.tmp"
-        save_file(state, str(tmp))
-        tmp.replace(directory / "model.safetensors")
-        tmp_meta = directory / "model.json.tmp"
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        tmp_meta.replace(directory / "model.json")
+        atomic_write_file(directory / "model.safetensors",
+                          lambda tmp: save_file(state, str(tmp)))
+        atomic_write_text(directory / "model.json", json.dumps(meta, indent=2))
 
 
 MODELS: Registry[type[GenerativeModel]] = Registry("model")

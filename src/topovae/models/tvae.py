@@ -347,6 +347,11 @@ class TVAE(GenerativeModel):
             u = _root_mean_square(u_stats[:, None, :d], u_stats[:, None, d:])
         return self._codes(z, u, self.frame_topography).reshape(images.shape[0], d)
 
+    def torus_grid(self) -> tuple[int, int] | None:
+        """``(n_caps, cap_dim)`` when the units lie on a torus (the 2-D map), else ``None``."""
+        cfg = self.config
+        return (cfg.n_caps, cfg.cap_dim) if cfg.topography == "torus" else None
+
     @torch.no_grad()
     def sample(self, n_sequences: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixel probabilities ``(n, S, C, H, W)`` of sequences drawn from the prior."""

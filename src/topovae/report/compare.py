@@ -19,19 +19,46 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from topovae.measure.base import PER_TRANSFORMATION, Column, columns
+from topovae.rundir import RunDir
+from topovae.training.experiment import ExperimentConfig
 
-__all__ = ["compare_table", "COLUMNS", "AGGREGATED_METRICS", "RunRecord", "read_run_record",
-           "group_key", "aggregate_runs", "aggregate_table", "compare", "summarize"]
+__all__ = ["compare_table", "RunRecord", "read_run_record", "group_key", "aggregate_runs",
+           "aggregate_table", "compare", "summarize", "aggregated_metrics", "run_columns",
+           "per_transformation_metrics", "TRAIN_TIME"]
 
 MISSING = "–"
-COLUMNS = ["run", "model", "log p(x) (nats/image)", "E_eq", "E_eq control", "ratio",
-           "roll-prediction NLL", "log p(x) paper protocol"]
+_LL = "log_likelihood_nats_per_image"
+
+#: The training wall time (from ``train_summary.json``, not a measurement), last column.
+TRAIN_TIME = Column("train_seconds", "training wall time", "seconds", 1, None,
+                    short="train time (min)", views=frozenset({"compare"}), optional=False,
+                    scale=1 / 60)
+
+
+def aggregated_metrics() -> tuple[Column, ...]:
+    """The columns summarised over seeds: the measurements' ``compare`` columns, then the
+    training time."""
+    return (*columns("compare"), TRAIN_TIME)
+
+
+def run_columns() -> list[str]:
+    """The header of :func:`compare_table`: run, model and the measurements' ``runs`` columns."""
+    return ["run", "model"] + [c.header for c in columns("runs")]
+
+
+def __getattr__(name: str) -> Any:
+    # read when asked for, so that measurements registered later are included
+    if name == "COLUMNS":
+        return run_columns()
+    if name == "AGGREGATED_METRICS":
+        return aggregated_metrics()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _number(value: Any, digits: int) -> str:
@@ -42,49 +69,29 @@ def _number(value: Any, digits: int) -> str:
     return f"{float(value):,.{digits}f}"
 
 
-def _read_mapping(path: Path, parse: Any, errors: type[Exception] | tuple, kind: str
-                  ) -> dict[str, Any]:
-    """The mapping stored in ``path`` ({} if absent or not a mapping); ValueError if unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        data = parse(path.read_text())
-    except errors as err:
-        raise ValueError(f"{path} is not valid {kind}: {err}") from None
-    return data if isinstance(data, dict) else {}
+def _lookup(metrics: Mapping[str, Any], key: str) -> Any:
+    value: Any = metrics
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return _read_mapping(path, json.loads, json.JSONDecodeError, "JSON")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return _read_mapping(path, yaml.safe_load, yaml.YAMLError, "YAML")
-
-
-def _row(run_dir: Path) -> list[str]:
-    metrics = _read_json(run_dir / "metrics.json")
-    config = _read_yaml(run_dir / "config.yaml")
-    name = str(config.get("name") or run_dir.name)
-    preset = config.get("preset")
-    if isinstance(preset, str) and preset and preset != name:  # seeds of one preset stay apart
-        name = f"{name} ({preset})"
-    model = metrics.get("model")
-    if not model and isinstance(config.get("model"), dict):
-        model = config["model"].get("name")
-    roll = metrics.get("roll_prediction_nll")
-    if roll is None and isinstance(metrics.get("roll_prediction"), dict):
-        roll = metrics["roll_prediction"].get("nll")
-    ll = _number(metrics.get("log_likelihood_nats_per_image"), 2)
-    n_samples = metrics.get("n_is_samples")
-    if ll != MISSING and isinstance(n_samples, int) and not isinstance(n_samples, bool):
-        ll = f"{ll} (n={n_samples})"
-    return [name, str(model) if model else MISSING, ll,
-            _number(metrics.get("equivariance_error"), 1),
-            _number(metrics.get("equivariance_error_control"), 1),
-            _number(metrics.get("equivariance_ratio"), 3),
-            _number(roll, 2),
-            _number(metrics.get("log_likelihood_paper_protocol_nats_per_image"), 2)]
+def _row(record: RunRecord) -> list[str]:
+    metrics = record.metrics
+    name = record.name
+    if record.preset and record.preset != name:  # seeds of one preset stay apart
+        name = f"{name} ({record.preset})"
+    cells = [name, record.model or MISSING]
+    for column in columns("runs"):
+        cell = _number(_lookup(metrics, column.key), column.table_digits)
+        n_samples = metrics.get("n_is_samples")
+        if column.key == _LL and cell != MISSING and isinstance(n_samples, int) and \
+                not isinstance(n_samples, bool):
+            cell = f"{cell} (n={n_samples})"
+        cells.append(cell)
+    return cells
 
 
 def _escape(cell: str) -> str:
@@ -98,15 +105,10 @@ def compare_table(run_dirs: Sequence[str | Path]) -> str:
     """
     if isinstance(run_dirs, (str, Path)):
         raise ValueError("run_dirs must be a list of run directories, not one path")
-    paths = [Path(p) for p in run_dirs]
-    if not paths:
-        raise ValueError("run_dirs must name at least one run directory")
-    missing = [str(p) for p in paths if not p.is_dir()]
-    if missing:
-        raise ValueError(f"run_dirs: not a directory: {', '.join(missing)}")
-    rows = [_row(p) for p in paths]
-    lines = ["| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|"]
+    rows = [_row(read_run_record(p)) for p in _check_run_dirs(run_dirs)]
+    header = run_columns()
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -116,97 +118,6 @@ def _finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(float(value)) else None
-
-
-def _top(key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    return lambda metrics: _finite_number(metrics.get(key))
-
-
-def _sub(block: str, key: str) -> Callable[[Mapping[str, Any]], float | None]:
-    """``metrics[block][key]`` (``None`` when the run has no such block)."""
-    def get(metrics: Mapping[str, Any]) -> float | None:
-        value = metrics.get(block)
-        return _finite_number(value.get(key)) if isinstance(value, Mapping) else None
-    return get
-
-
-def _dis(name: str, inner: str | None) -> Callable[[Mapping[str, Any]], float | None]:
-    """A disentanglement score: ``metrics["disentanglement"][name]`` (or its ``inner`` field)."""
-    def get(metrics: Mapping[str, Any]) -> float | None:
-        block = metrics.get("disentanglement")
-        if not isinstance(block, Mapping):
-            return None
-        value = block.get(name)
-        if isinstance(value, Mapping) and inner is not None:
-            value = value.get(inner)
-        return _finite_number(value)
-    return get
-
-
-@dataclass(frozen=True)
-class _Metric:
-    key: str
-    label: str
-    digits: int
-    extract: Callable[[Mapping[str, Any]], float | None]
-    optional: bool = False  # a column only when some run has it
-    scale: float = 1.0  # the table shows value * scale (the JSON keeps the raw value)
-    table: str = "main"  # "disentanglement": the scores that :func:`aggregate_table` can split off
-
-
-#: The measurements summarised over seeds: (key in the JSON output, column label, decimals).
-AGGREGATED_METRICS: tuple[_Metric, ...] = (
-    _Metric("log_likelihood_nats_per_image", "log p(x) (nats/image)", 2,
-            _top("log_likelihood_nats_per_image")),
-    # the original code's per-frame estimator without - log K (docs/metrics.md): labelled, a
-    # second number beside ours for comparison with the paper's Table 1
-    _Metric("log_likelihood_paper_protocol_nats_per_image", "log p(x) paper protocol", 2,
-            _top("log_likelihood_paper_protocol_nats_per_image"), optional=True),
-    _Metric("log_likelihood_untrained_nats_per_image", "log p(x) untrained", 2,
-            _top("log_likelihood_untrained_nats_per_image"), optional=True),
-    _Metric("log_likelihood_paper_protocol_untrained_nats_per_image",
-            "log p(x) paper protocol untrained", 2,
-            _top("log_likelihood_paper_protocol_untrained_nats_per_image"), optional=True),
-    _Metric("equivariance_error", "E_eq", 1, _top("equivariance_error")),
-    _Metric("equivariance_error_control", "E_eq control", 1, _top("equivariance_error_control")),
-    _Metric("equivariance_ratio", "ratio", 3, _top("equivariance_ratio")),
-    _Metric("equivariance_ratio_untrained", "ratio untrained", 3,
-            _top("equivariance_ratio_untrained"), optional=True),
-    _Metric("roll_prediction_nll", "roll-prediction NLL", 2, _top("roll_prediction_nll")),
-    _Metric("roll_prediction_nll_static", "no-roll NLL", 2, _top("roll_prediction_nll_static")),
-    _Metric("capsule_offset_correlation", "capsule offset corr.", 3,
-            _top("capsule_offset_correlation"), optional=True),
-    _Metric("capsule_offset_correlation_random", "capsule offset corr. random codes", 3,
-            _top("capsule_offset_correlation_random"), optional=True),
-    _Metric("capsule_offset_correlation_paper_protocol", "capsule offset corr. paper protocol",
-            3, _top("capsule_offset_correlation_paper_protocol"), optional=True),
-    _Metric("capsule_offset_correlation_paper_protocol_random",
-            "capsule offset corr. paper protocol random codes", 3,
-            _top("capsule_offset_correlation_paper_protocol_random"), optional=True),
-    _Metric("topographic_score", "map neighbour corr.", 3, _sub("topographic_map", "score"),
-            optional=True),
-    _Metric("topographic_control", "shuffled-map corr.", 3, _sub("topographic_map", "control"),
-            optional=True),
-    _Metric("topographic_score_untrained", "map corr. untrained", 3,
-            _sub("topographic_map", "score_untrained"), optional=True),
-    _Metric("mig", "MIG", 3, _dis("mig", "mig"), optional=True,
-            table="disentanglement"),
-    _Metric("sap", "SAP", 3, _dis("sap", None), optional=True,
-            table="disentanglement"),
-    _Metric("dci_disentanglement", "DCI dis.", 3, _dis("dci", "disentanglement"), optional=True,
-            table="disentanglement"),
-    _Metric("dci_completeness", "DCI comp.", 3, _dis("dci", "completeness"), optional=True,
-            table="disentanglement"),
-    _Metric("dci_informativeness", "DCI inf.", 3, _dis("dci", "informativeness_test"),
-            optional=True, table="disentanglement"),
-    _Metric("factor_vae", "FactorVAE", 3, _dis("factor_vae", "eval_accuracy"), optional=True,
-            table="disentanglement"),
-    _Metric("beta_vae", "beta-VAE", 3, _dis("beta_vae", "eval_accuracy"), optional=True,
-            table="disentanglement"),
-    _Metric("train_seconds", "train time (min)", 1, _top("train_seconds"), scale=1 / 60),
-)
-
-TRAIN_SUMMARY = "train_summary.json"
 
 
 @dataclass
@@ -223,7 +134,7 @@ class RunRecord:
     values: dict[str, float | None]
     n_is_samples: int | None
     metrics: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: ExperimentConfig | None = None
     train_summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -231,36 +142,36 @@ class RunRecord:
         return bool(self.metrics)
 
 
-def group_key(config: Mapping[str, Any], run_dir: Path) -> str:
+def group_key(config: Mapping[str, Any] | ExperimentConfig | None, run_dir: Path) -> str:
     """The experiment a run belongs to: its preset, else its description, else its folder."""
     for key in ("preset", "description"):
-        value = config.get(key)
+        if isinstance(config, ExperimentConfig):
+            value = getattr(config, key)
+        else:
+            value = (config or {}).get(key)
         if isinstance(value, str) and value.strip():
             return " ".join(value.split())
     return run_dir.name
 
 
 def read_run_record(run_dir: str | Path) -> RunRecord:
-    """Read ``config.yaml``, ``metrics.json`` and ``train_summary.json`` of ``run_dir``."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ValueError(f"run_dirs: not a directory: {path}")
-    metrics = _read_json(path / "metrics.json")
-    config = _read_yaml(path / "config.yaml")
-    summary = _read_json(path / TRAIN_SUMMARY)
-    model = metrics.get("model")
-    if not model and isinstance(config.get("model"), dict):
-        model = config["model"].get("name")
-    train = config.get("train") if isinstance(config.get("train"), dict) else {}
-    seed = train.get("seed")
+    """Read ``config.yaml``, ``metrics.json`` and ``train_summary.json`` of ``run_dir`` (through
+    :class:`~topovae.rundir.RunDir`: a broken or incompatible ``config.yaml`` is an error, a
+    folder holding only results is read without one)."""
+    run = RunDir(run_dir).check_is_dir()
+    config = run.config_if_present()
+    metrics = dict(run.results().values)
+    summary = run.train_summary()
+    model = metrics.get("model") or (config.model.name if config is not None else None)
     merged = {**metrics, "train_seconds": summary.get("train_seconds")}
     n_samples = metrics.get("n_is_samples")
     return RunRecord(
-        path=path, name=path.name, group=group_key(config, path),
-        preset=str(config.get("preset") or ""), description=str(config.get("description") or ""),
+        path=run.path, name=run.name, group=group_key(config, run.path),
+        preset=config.preset if config is not None else "",
+        description=config.description if config is not None else "",
         model=str(model) if model else None,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        values={m.key: m.extract(merged) for m in AGGREGATED_METRICS},
+        seed=config.train.seed if config is not None else None,
+        values={m.json_name: _finite_number(_lookup(merged, m.key)) for m in aggregated_metrics()},
         n_is_samples=n_samples if isinstance(n_samples, int) and not isinstance(n_samples, bool)
         else None,
         metrics=metrics, config=config, train_summary=summary)
@@ -316,21 +227,16 @@ def aggregate_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "runs": [str(r.path) for r in members],
             "n_is_samples": sorted({r.n_is_samples for r in members
                                     if r.n_is_samples is not None}),
-            "metrics": {m.key: summarize([r.values[m.key] for r in members])
-                        for m in AGGREGATED_METRICS},
+            "metrics": {m.json_name: summarize([r.values[m.json_name] for r in members])
+                        for m in aggregated_metrics()},
             "per_transformation": _per_transformation(members),
         })
     return out
 
 
-#: Measurements of ``metrics["per_transformation"][name]`` summarised over seeds.
-PER_TRANSFORMATION_METRICS: tuple[tuple[str, str, int], ...] = (
-    ("equivariance_error", "E_eq", 1),
-    ("equivariance_ratio", "ratio", 3),
-    ("capsule_offset_correlation", "corr.", 3),
-    ("capsule_offset_correlation_paper_protocol", "corr. paper protocol", 3),
-    ("capsule_offset_correlation_paper_protocol_random", "corr. paper protocol random codes", 3),
-)
+def per_transformation_metrics() -> list[Column]:
+    """The measurements of ``metrics["per_transformation"][name]`` summarised over seeds."""
+    return [c for c in columns(PER_TRANSFORMATION) if "compare" in c.views]
 
 
 def _per_transformation(members: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
@@ -344,8 +250,8 @@ def _per_transformation(members: Sequence[RunRecord]) -> dict[str, dict[str, Any
     for name in names:
         entries = [(r.metrics.get("per_transformation") or {}).get(name) for r in members]
         entries = [e if isinstance(e, Mapping) else {} for e in entries]
-        out[name] = {key: summarize([_finite_number(e.get(key)) for e in entries])
-                     for key, _, _ in PER_TRANSFORMATION_METRICS}
+        out[name] = {c.key: summarize([_finite_number(e.get(c.key)) for e in entries])
+                     for c in per_transformation_metrics()}
     return out
 
 
@@ -358,17 +264,17 @@ def per_transformation_table(groups: Sequence[Mapping[str, Any]]) -> str:
         names += [n for n in group.get("per_transformation", {}) if n not in names]
     if not names:
         return ""
-    columns = [(name, key, label, digits) for name in names
-               for key, label, digits in PER_TRANSFORMATION_METRICS
-               if any(g.get("per_transformation", {}).get(name, {}).get(key, {}).get("n")
-                      for g in groups)]
-    header = ["experiment", "n"] + [f"{name} {label}" for name, _, label, _ in columns]
+    shown = [(name, c.key, c.header, c.table_digits) for name in names
+             for c in per_transformation_metrics()
+             if any(g.get("per_transformation", {}).get(name, {}).get(c.key, {}).get("n")
+                    for g in groups)]
+    header = ["experiment", "n"] + [f"{name} {label}" for name, _, label, _ in shown]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---", "---:"] + ["---:"] * len(columns)) + "|"]
+             "|" + "|".join(["---", "---:"] + ["---:"] * len(shown)) + "|"]
     for group in groups:
         block = group.get("per_transformation", {})
         cells = [group["group"], str(group["n"])]
-        for name, key, _, digits in columns:
+        for name, key, _, digits in shown:
             cells.append(_mean_std(block.get(name, {}).get(key, {}), digits, group["n"]))
         lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -385,9 +291,9 @@ def _mean_std(summary: Mapping[str, Any], digits: int, n_group: int, scale: floa
     return text
 
 
-def _columns(groups: Sequence[Mapping[str, Any]], tables: Sequence[str]) -> list[_Metric]:
-    return [m for m in AGGREGATED_METRICS if m.table in tables
-            and (not m.optional or any(g["metrics"][m.key]["n"] for g in groups))]
+def _columns(groups: Sequence[Mapping[str, Any]], tables: Sequence[str]) -> list[Column]:
+    return [m for m in aggregated_metrics() if m.table in tables
+            and (not m.optional or any(g["metrics"][m.json_name]["n"] for g in groups))]
 
 
 def aggregate_table(groups: Sequence[Mapping[str, Any]],
@@ -402,15 +308,15 @@ def aggregate_table(groups: Sequence[Mapping[str, Any]],
     columns = _columns(groups, tables)
     if not columns:
         return ""
-    header = ["experiment", "model", "n"] + [m.label for m in columns]
+    header = ["experiment", "model", "n"] + [m.header for m in columns]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---", "---", "---:"] + ["---:"] * len(columns)) + "|"]
     for group in groups:
         cells = [group["group"], group["model"] or MISSING, str(group["n"])]
         for metric in columns:
-            cell = _mean_std(group["metrics"][metric.key], metric.digits, group["n"],
-                             metric.scale)
-            if metric.key == "log_likelihood_nats_per_image" and cell != MISSING and \
+            cell = _mean_std(group["metrics"][metric.json_name], metric.table_digits,
+                             group["n"], metric.scale)
+            if metric.key == _LL and cell != MISSING and \
                     group["n_is_samples"]:
                 cell += f" (IS {'/'.join(str(k) for k in group['n_is_samples'])})"
             cells.append(cell)

@@ -2,10 +2,11 @@
 
 Runs are grouped by experiment as in :func:`topovae.report.compare.aggregate_runs` (the preset,
 else the description, else the folder). The page holds one table with a row per experiment and,
-for every measurement of :data:`topovae.report.metric_defs.METRICS` some run has, its mean ± sample
-standard deviation over the experiment's seeds, with the controls beside it; then the same per
-transformation; then the capsule-roll traversals of the runs (``RUN/report/roll_traversal.png``,
-written by ``topovae report``) side by side, embedded, so the page can be moved or mailed alone.
+for every measurement of :func:`topovae.report.metric_defs.report_metrics` some run has, its
+mean ± sample standard deviation over the experiment's seeds, with the controls beside it;
+then the same per transformation; then the capsule-roll traversals of the runs
+(``RUN/report/roll_traversal.png``, written by ``topovae report``) side by side,
+embedded, so the page can be moved or mailed alone.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 from topovae.report.compare import RunRecord, _check_run_dirs, read_run_record, summarize
 from topovae.report.metric_defs import (
     GROUPS,
-    METRICS,
-    PER_TRANSFORMATION,
     MetricDef,
     finite,
     format_number,
     lookup,
+    per_transformation_metrics,
+    report_metrics,
 )
+from topovae.rundir import RunDir
 
 __all__ = ["build_compare_html", "compare_html"]
 
@@ -68,7 +70,7 @@ def _cell(values: list[float | None], digits: int, n_runs: int) -> str:
 
 def _columns(records: Sequence[RunRecord]) -> list[MetricDef]:
     """The measurements some run has a number for (in the order of :data:`METRICS`)."""
-    return [d for d in METRICS
+    return [d for d in report_metrics()
             if any(finite(lookup(r.metrics, d.key)) is not None for r in records)]
 
 
@@ -118,7 +120,7 @@ def _legend(records: Sequence[RunRecord]) -> str:
     shown = {d.key for d in _columns(records)}
     items = []
     for group in GROUPS:
-        for d in METRICS:
+        for d in report_metrics():
             if d.group == group and d.key in shown:
                 better = {"lower": " Lower is better.", "higher": " Higher is better."}.get(
                     d.better, "")
@@ -131,7 +133,7 @@ def _per_transformation(groups: dict[str, list[RunRecord]], records: Sequence[Ru
                         ) -> str:
     every = [b for r in records for b in (r.metrics.get("per_transformation") or {}).values()
              if isinstance(b, dict)]
-    columns = [d for d in PER_TRANSFORMATION if d.key != "n_sequences"
+    columns = [d for d in per_transformation_metrics() if d.key != "n_sequences"
                and any(finite(b.get(d.key)) is not None for b in every)]
     rows = []
     for name, members in groups.items():
@@ -160,9 +162,10 @@ def _traversals(records: Sequence[RunRecord], out_dir: Path) -> str:
 
     figures = []
     for record in records:
-        png = record.path / "report" / "roll_traversal.png"
+        run = RunDir(record.path)
+        png = run.roll_traversal
         name = f"{record.group}, seed {record.seed}" if record.seed is not None else record.name
-        index = record.path / "report" / "index.html"
+        index = run.report_index
         link = (f' (<a href="{html.escape(Path(os.path.relpath(index, out_dir)).as_posix())}">'
                 "report</a>)" if index.is_file() else "")
         if png.is_file():
@@ -198,7 +201,7 @@ def compare_html(run_dirs: Sequence[str | Path], out_dir: str | Path = ".") -> s
 
 def build_compare_html(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write :func:`compare_html` of ``run_dirs`` to ``out`` (atomically); return its path."""
-    from topovae.training.run import atomic_write_text
+    from topovae.io import atomic_write_text
 
     out = Path(out)
     if out.is_dir():

@@ -13,6 +13,9 @@ external resource, no framework: the report stays one file that works from ``fil
 * :func:`torus_explorer_data` / :func:`torus_explorer_html`: the 2-D map of a torus model's
   units coloured by preferred class; hovering (or focusing) a unit shows its most activating
   test images and its class profile.
+
+One module (about 430 lines, most of them the two explorers' embedded CSS and JavaScript): both
+share the sprite and JSON embedding and the page style, and each half reads alone.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from topovae.io import atomic_write  # noqa: E402
 from topovae.metrics.topographic_map import class_profiles, topographic_score  # noqa: E402
 
 __all__ = ["plot_roll_traversal", "plot_reconstructions", "plot_samples", "plot_training_curves",
@@ -85,9 +86,10 @@ def _show_mosaic(images: np.ndarray, path: str | Path, *, row_labels: Sequence[s
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+        atomic_write(path, lambda handle: fig.savefig(handle, format=path.suffix[1:] or "png",
+                                                      dpi=DPI, bbox_inches="tight",
+                                                      pad_inches=0.05))
     finally:
         plt.close(fig)
     return path

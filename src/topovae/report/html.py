@@ -13,15 +13,21 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from topovae.io import atomic_write_text
+from topovae.models.capabilities import (
+    CapsuleCodes,
+    ImageAutoencoder,
+    Representation,
+    Sampler,
+    torus_grid,
+)
 from topovae.report import explorer, figures
 from topovae.report.numbers import (
     NUMBERS_STYLE,
@@ -29,6 +35,8 @@ from topovae.report.numbers import (
     metrics_tables_html,
     per_transformation_html,
 )
+from topovae.rundir import ROLL_TRAVERSAL, RunDir
+from topovae.training.experiment import ExperimentConfig
 
 __all__ = ["Section", "render_html", "build_report", "embed_png"]
 
@@ -85,83 +93,48 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
 
 
 # -- reading a run ------------------------------------------------------------------------------
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold an experiment config")
-    return data
-
-
-def _find_metrics_csv(run_dir: Path) -> Path | None:
-    candidates = sorted((run_dir / "logs").glob("**/metrics.csv"),
-                        key=lambda p: p.stat().st_mtime) if (run_dir / "logs").is_dir() else []
-    return candidates[-1] if candidates else None
-
-
 def _first_batches(split: Any, max_images: int) -> dict[str, torch.Tensor] | None:
-    """Up to ``max_images`` frames' worth of batches of a loader, whatever its iteration style."""
-    makers: list[Callable[[], Any]] = []
-    for method in ("epoch_batches", "batches", "iter_epoch"):
-        if hasattr(split, method):
-            makers.append(lambda m=method: iter(getattr(split, m)(0)))
-    makers.append(lambda: iter(split))
-    for make in makers:
-        try:
-            iterator = make()
-            xs, labels, varied = [], [], []
-            count = 0
-            for batch in iterator:
-                x = batch["x"] if isinstance(batch, Mapping) else batch
-                xs.append(x)
-                if isinstance(batch, Mapping) and batch.get("labels") is not None:
-                    labels.append(batch["labels"])
-                factors = batch.get("factors") if isinstance(batch, Mapping) else None
-                if isinstance(factors, Mapping) and isinstance(factors.get("varied"),
-                                                               torch.Tensor):
-                    varied.append(factors["varied"][:, 0])
-                count += x.shape[0] * x.shape[1]
-                if count >= max_images:
-                    break
-        except TypeError:
-            continue
-        if xs:
-            out = {"x": torch.cat(xs)}
-            if len(labels) == len(xs):
-                out["labels"] = torch.cat(labels)
-            if len(varied) == len(xs):
-                out["varied"] = torch.cat(varied)
-            return out
-    return None
+    """Up to ``max_images`` frames' worth of the first batches of a loader (epoch 0)."""
+    split.set_epoch(0)
+    xs, labels, varied = [], [], []
+    count = 0
+    for batch in split:
+        x = batch["x"]
+        xs.append(x)
+        if batch.get("labels") is not None:
+            labels.append(batch["labels"])
+        factors = batch.get("factors")
+        if isinstance(factors, Mapping) and isinstance(factors.get("varied"), torch.Tensor):
+            varied.append(factors["varied"][:, 0])
+        count += x.shape[0] * x.shape[1]
+        if count >= max_images:
+            break
+    if not xs:
+        return None
+    out = {"x": torch.cat(xs)}
+    if len(labels) == len(xs):
+        out["labels"] = torch.cat(labels)
+    if len(varied) == len(xs):
+        out["varied"] = torch.cat(varied)
+    return out
 
 
-def _test_batch(config: Mapping[str, Any], seed: int, max_images: int
+def _test_batch(experiment: ExperimentConfig, max_images: int
                 ) -> tuple[dict[str, torch.Tensor] | None, str]:
     """Rebuild test sequences of the run's data config; ``(None, reason)`` if impossible."""
-    if "data" not in config:
-        return None, "the run's config has no data section"
+    from topovae.data.loaders import build_data
+    from topovae.data.sequences import sequence_traits
+
+    data_config = experiment.data
     try:
-        from topovae.data.loaders import DataConfig, build_data
-    except ImportError as err:
-        return None, f"data loaders unavailable ({err})"
-    try:
-        data_config = DataConfig.from_dict(config["data"])
-        bundle = build_data(data_config, seed=seed)
+        bundle = build_data(data_config, seed=experiment.train.seed)
     except (ValueError, FileNotFoundError, OSError) as err:
         return None, f"test data could not be rebuilt here ({err})"
-    for split_name in ("test", "val", "train"):
-        split = getattr(bundle, split_name, None)
-        if split is None:
-            continue
+    for split_name, split in (("test", bundle.test), ("val", bundle.val), ("train", bundle.train)):
         batch = _first_batches(split, max_images)
         if batch is not None:
-            from topovae.data.sequences import FACTORS, DSpritesSequences
-
-            builder = data_config.test_sequences or data_config.sequences
-            names = {"single_factor": FACTORS, "dsprites": DSpritesSequences.STEPPED}.get(
-                str(builder))
+            names = sequence_traits(data_config.test_sequences or data_config.sequences
+                                    ).stepped_factors
             if names is None:
                 batch.pop("varied", None)
             else:
@@ -174,9 +147,9 @@ def _model_section_inputs(model: Any, x: torch.Tensor) -> dict[str, Any]:
     """Decodes of the deterministic codes (``latent_codes``/``representation``), no gradients."""
     out: dict[str, Any] = {}
     with torch.no_grad():
-        if hasattr(model, "latent_codes") and hasattr(model, "decode"):
+        if isinstance(model, CapsuleCodes):
             out["recon"] = torch.sigmoid(model.decode(model.latent_codes(x)))
-        elif hasattr(model, "encode") and hasattr(model, "decode"):
+        elif isinstance(model, ImageAutoencoder):
             images = x.flatten(0, 1)
             out["recon"] = torch.sigmoid(model.decode(model.representation(images))).view_as(x)
         else:
@@ -200,25 +173,12 @@ def _roll_traversal(model: Any, x: torch.Tensor, n_sequences: int) -> tuple[Any,
     return result.targets, result.predictions, context.predictions
 
 
-def _read_json_mapping(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path`` ({} if absent); ``ValueError`` naming the file if invalid."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name} does not hold a JSON object")
-    return data
-
-
-def _metrics_section(run_dir: Path, config: Mapping[str, Any]) -> Section:
+def _metrics_section(run: RunDir, config: Mapping[str, Any]) -> Section:
     """Grouped tables of ``metrics.json`` with units, meaning and controls, and the data and
     budget in words."""
     try:
-        metrics = _read_json_mapping(run_dir / "metrics.json")
-        summary = _read_json_mapping(run_dir / "train_summary.json")
+        metrics = dict(run.results().values)
+        summary = run.train_summary()
     except ValueError as err:
         return Section("Metrics", note=str(err))
     words = data_budget_text(metrics, config, summary)
@@ -240,15 +200,13 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
     ``batch`` (``{"x": (B, S, C, H, W), "labels": (B,)}``) replaces the test data rebuilt from the
     run's data config (useful when the data are not available on this machine).
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run_dir {run_dir} is not a directory")
-    out_dir = run_dir / "report"
+    run = RunDir(run_dir).check_is_dir("run_dir")
+    run_dir = run.path
+    experiment = run.config_if_present()  # a broken or incompatible config.yaml: ValueError
+    config = experiment.to_dict() if experiment is not None else {}
+    out_dir = run.report_dir
     out_dir.mkdir(exist_ok=True)
-    config = _read_config(run_dir)
-    model_spec = config.get("model") if isinstance(config.get("model"), Mapping) else {}
-    model_name = str(model_spec.get("name", "")) if model_spec else ""
-    model_config = model_spec.get("config", {}) if model_spec else {}
+    model_name = experiment.model.name if experiment is not None else ""
     sections: list[Section] = []
 
     def figure(title: str, filename: str, draw: Callable[[Path], Path], caption: str) -> None:
@@ -261,10 +219,10 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
                                 + f'<p class="caption">{html.escape(caption)}</p>'))
 
     # metrics
-    sections.append(_metrics_section(run_dir, config))
+    sections.append(_metrics_section(run, config))
 
     # training curves
-    csv_path = _find_metrics_csv(run_dir)
+    csv_path = run.metrics_csv()
     if csv_path is None:
         sections.append(Section("Training curves", note="no logs/**/metrics.csv found"))
     else:
@@ -279,11 +237,9 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
 
     # model-dependent sections
     model = None
-    if (run_dir / "model.json").is_file():
+    if run.has_model:
         try:
-            from topovae.models import load_model
-
-            model = load_model(run_dir)
+            model = run.model()
             model.eval()
         except (ValueError, OSError, RuntimeError) as err:
             sections.append(Section("Model", note=f"the saved model could not be loaded: {err}"))
@@ -292,18 +248,19 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
 
     data_source = "batch given to build_report"
     if model is not None and batch is None:
-        train_seed = config.get("train", {}).get("seed", seed) if isinstance(
-            config.get("train"), Mapping) else seed
-        batch, data_source = _test_batch(config, int(train_seed), max_map_images)
+        if experiment is None:
+            batch, data_source = None, "the run has no config.yaml to rebuild its data from"
+        else:
+            batch, data_source = _test_batch(experiment, max_map_images)
         if batch is None:
             sections.append(Section("Data", note=data_source))
     if model is not None and batch is not None:
-        _model_sections(model, model_config, batch, n_sequences, data_source, figure, sections)
+        _model_sections(model, batch, n_sequences, data_source, figure, sections)
 
-    if config:
+    if experiment is not None:
         sections.append(Section("Configuration", "<details><summary>config.yaml of the run"
-                                "</summary><pre>" + html.escape(yaml.safe_dump(
-                                    config, sort_keys=False)) + "</pre></details>"))
+                                "</summary><pre>" + html.escape(run.config_path.read_text())
+                                + "</pre></details>"))
     else:
         sections.append(Section("Configuration", note="no config.yaml in the run directory"))
 
@@ -311,15 +268,10 @@ def build_report(run_dir: str | Path, *, batch: Mapping[str, torch.Tensor] | Non
     sections.sort(key=lambda section: _SECTION_ORDER.get(section.title.split(":")[0], 99))
     title = f"topovae report: {run_dir.name}"
     subtitle = " — ".join(s for s in (model_name, str(config.get("description", ""))) if s)
-    index = out_dir / "index.html"
-    tmp = out_dir / "index.html.tmp"
-    tmp.write_text(render_html(title, sections, subtitle), encoding="utf-8")
-    tmp.replace(index)
-    return index
+    return atomic_write_text(run.report_index, render_html(title, sections, subtitle))
 
 
-def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[str, Any],
-                    n_sequences: int, data_source: str,
+def _model_sections(model: Any, batch: Mapping[str, Any], n_sequences: int, data_source: str,
                     figure: Callable[[str, str, Callable[[Path], Path], str], None],
                     sections: list[Section]) -> None:
     x = batch["x"]
@@ -328,7 +280,7 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
     x_small = x[:n_sequences]
     n_frames = x.shape[1]
 
-    if hasattr(model, "latent_codes") and hasattr(model, "decode") and n_frames > 1:
+    if isinstance(model, CapsuleCodes) and n_frames > 1:
         try:
             explore = explorer.capsule_explorer_data(model, x[:max(n_sequences, 8)])
             labels = _sequence_labels(batch.get("varied"), batch.get("varied_names"),
@@ -350,7 +302,7 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
         except (ValueError, RuntimeError) as err:
             sections.append(Section("Capsule-roll traversal", note=f"not computed: {err}"))
         else:
-            figure("Capsule-roll traversal", "roll_traversal.png",
+            figure("Capsule-roll traversal", ROLL_TRAVERSAL,
                    lambda p: figures.plot_roll_traversal(truth, rolled, p,
                                                          context_decodes=context),
                    "First row of each group: the true frames x_k of a test sequence. Second: "
@@ -374,7 +326,7 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
                                                       recon[:, :frames].cpu(), p),
                f"Test images and the decodes of their deterministic codes. Data: {data_source}.")
 
-    if hasattr(model, "sample"):
+    if isinstance(model, Sampler):
         generator = torch.Generator(device=device).manual_seed(0)
         try:
             n_samples = max(1, min(4, n_sequences)) if _samples_sequences(model) else 16
@@ -390,12 +342,12 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
                    "changing smoothly along a row; dim, blurry blobs mean the model has not "
                    "learned the data distribution yet (usual after minutes of CPU training).")
 
-    if model_config.get("topography") == "torus" and hasattr(model, "representation"):
+    grid = torus_grid(model)
+    if grid is not None and isinstance(model, Representation):
         labels = batch.get("labels")
         if labels is None:
             sections.append(Section("Topographic map", note="the test data carry no labels"))
             return
-        grid = (int(model_config.get("n_caps", 0)), int(model_config.get("cap_dim", 0)))
         images = x.flatten(0, 1)
         frame_labels = torch.as_tensor(labels).repeat_interleave(x.shape[1]).cpu()
         with torch.no_grad():
@@ -433,8 +385,8 @@ def _model_sections(model: Any, model_config: Mapping[str, Any], batch: Mapping[
 
 
 def _samples_sequences(model: Any) -> bool:
-    """True if ``model.sample(n)`` returns sequences ``(n, S, C, H, W)`` (the TVAE does)."""
-    return hasattr(model, "latent_codes")
+    """True if ``model.sample(n)`` returns sequences ``(n, S, C, H, W)`` (capsule models do)."""
+    return isinstance(model, CapsuleCodes)
 
 
 def _sequence_labels(varied: Any, names: Any, n: int) -> list[str] | None:

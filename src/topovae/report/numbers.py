@@ -11,14 +11,15 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from topovae.measure.schema import notes
 from topovae.report.metric_defs import (
-    METRICS,
-    PER_TRANSFORMATION,
     MetricDef,
     finite,
     format_number,
     lookup,
     metrics_by_group,
+    per_transformation_metrics,
+    report_metrics,
 )
 
 __all__ = ["metrics_tables_html", "per_transformation_html", "data_budget_text",
@@ -87,7 +88,7 @@ def per_transformation_html(block: Any) -> str:
     if not isinstance(block, Mapping) or not block:
         return ""
     entries = {name: e for name, e in block.items() if isinstance(e, Mapping)}
-    columns = [d for d in PER_TRANSFORMATION
+    columns = [d for d in per_transformation_metrics()
                if any(finite(e.get(d.key)) is not None for e in entries.values())]
     if not entries or not columns:
         return ""
@@ -174,12 +175,44 @@ def data_budget_text(metrics: Mapping[str, Any], config: Mapping[str, Any],
         if finite(metrics.get("seconds")) is not None:
             text += f"; evaluation took {_duration(float(metrics['seconds']))}"
         sentences.append(text + ".")
-    for key in ("log_likelihood_unavailable", "equivariance_unavailable"):
-        if isinstance(metrics.get(key), str):
-            sentences.append(f"Not measured: {metrics[key]}.")
+    sentences += _provenance(metrics)
+    for key in notes():
+        if isinstance(lookup(metrics, key), str):
+            sentences.append(f"Not measured: {lookup(metrics, key)}.")
+    return sentences
+
+
+def _provenance(metrics: Mapping[str, Any]) -> list[str]:
+    """Where the map and the disentanglement scores come from, and when the run was evaluated."""
+    sentences = []
+    found = metrics.get("topographic_map")
+    if isinstance(found, Mapping) and finite(found.get("n_images")) is not None:
+        sentences.append(f"The topographic map is scored on "
+                         f"{_count(found['n_images'], 'test image')}, each encoded alone.")
+    scores = metrics.get("disentanglement")
+    if isinstance(scores, Mapping):
+        names, sizes = scores.get("factor_names"), scores.get("factor_sizes")
+        text = "Disentanglement scores"
+        if isinstance(names, list) and isinstance(sizes, list) and len(names) == len(sizes):
+            grid = zip(names, sizes, strict=True)
+            text += " on the factor grid " + " x ".join(f"{n} {k}" for n, k in grid)
+        elif isinstance(names, list):
+            text += f" against the factors {', '.join(str(n) for n in names)}"
+        if finite(scores.get("disentanglement_samples")) is not None:
+            text += f" ({_count(scores['disentanglement_samples'], 'training point')})"
+        if finite(scores.get("n_frames")) is not None:
+            text += f" ({_count(scores['n_frames'], 'test frame')})"
+        estimators = scores.get("estimators")
+        if isinstance(estimators, Mapping) and estimators:
+            text += "; " + "; ".join(f"{k}: {v}" for k, v in estimators.items())
+        sentences.append(text + ".")
+    if isinstance(metrics.get("evaluated_at"), str):
+        seed = metrics.get("seed")
+        sentences.append(f"Evaluated at {metrics['evaluated_at']}"
+                         + (f" with seed {seed}" if isinstance(seed, int) else "") + ".")
     return sentences
 
 
 def defined_keys() -> list[str]:
-    """Every ``metrics.json`` key that :data:`METRICS` describes (for tests and docs)."""
-    return [d.key for d in METRICS]
+    """Every ``metrics.json`` key that the report describes (for tests and docs)."""
+    return [d.key for d in report_metrics()]

@@ -21,7 +21,6 @@ stored as tensors and lists, see :mod:`topovae.training.module`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pickle
@@ -37,6 +36,9 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import save_file
+
+from topovae.io import atomic_write, atomic_write_file
+from topovae.io import fsync_dir as _fsync_dir
 
 __all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "FaultInjection", "atomic_torch_save",
            "atomic_save_weights", "LAST_CHECKPOINT", "PREVIOUS_CHECKPOINT", "CheckpointError",
@@ -173,15 +175,6 @@ def remove_stale_temporaries(checkpoint_dir: str | Path) -> list[Path]:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_fsynced(path: Path, write: Callable[[IO[bytes]], None],
                    wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> None:
     with open(path, "wb") as raw:
@@ -194,16 +187,7 @@ def _write_fsynced(path: Path, write: Callable[[IO[bytes]], None],
 def atomic_torch_save(obj: Any, path: str | Path,
                       wrap: Callable[[IO[bytes]], IO[bytes]] | None = None) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        _write_fsynced(tmp, lambda handle: torch.save(obj, handle), wrap)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda handle: torch.save(obj, handle), wrap)
 
 
 def _weights(state_dict: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:
@@ -216,14 +200,7 @@ def atomic_save_weights(state_dict: dict[str, Any], path: str | Path,
                         prefix: str = "model.") -> None:
     """Write the tensors of ``state_dict`` whose keys start with ``prefix`` (prefix removed) to a
     safetensors file, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(_weights(state_dict, prefix), str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_file(path, lambda tmp: save_file(_weights(state_dict, prefix), str(tmp)))
 
 
 def _keep_as_previous(path: Path, previous: Path) -> None:

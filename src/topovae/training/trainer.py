@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import io
 import json
 import logging
 import math
@@ -190,12 +191,11 @@ class HistoryKeepingCSVLogger(CSVLogger):
             writer = super().experiment  # removes the old file
         if rows:
             header = sorted(header)  # the writer appends rows in sorted-key order
-            tmp = path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as file:
-                out = csv.DictWriter(file, fieldnames=header)
-                out.writeheader()
-                out.writerows(rows)
-            os.replace(tmp, path)
+            text = io.StringIO(newline="")
+            out = csv.DictWriter(text, fieldnames=header)
+            out.writeheader()
+            out.writerows(rows)
+            atomic_write_text(path, text.getvalue())
             writer.metrics_keys = header
         return writer
 
