@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from topovae.config import Config
 from topovae.models.base import GenerativeModel, ModelOutput, check_sequences, register_model
+from topovae.models.mixed_precision import Linear
 from topovae.models.networks import build_decoder, build_encoder
 from topovae.models.noise import standard_normal_like
 from topovae.topography import Topography
@@ -181,7 +182,7 @@ class TVAE(GenerativeModel):
             # Layers 1 of both MLP encoders as one Linear (in -> 3d for z, then 3d for u); the
             # remaining layers (ReLU was layer 2) stay per encoder.
             first = [z_encoder[1]] + ([u_encoder[1]] if u_encoder is not None else [])
-            self.encoder_input = nn.Linear(first[0].in_features, sum(f.out_features for f in first))
+            self.encoder_input = Linear(first[0].in_features, sum(f.out_features for f in first))
             with torch.no_grad():
                 self.encoder_input.weight.copy_(torch.cat([f.weight for f in first]))
                 self.encoder_input.bias.copy_(torch.cat([f.bias for f in first]))
