@@ -46,9 +46,9 @@ def mlp_encoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Sequen
     return nn.Sequential(
         nn.Flatten(),
         Linear(math.prod(input_shape), 3 * d),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(3 * d, 2 * d),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(2 * d, 2 * d),
     )
 
@@ -59,9 +59,9 @@ def mlp_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Sequen
     d = latent_dim
     return nn.Sequential(
         Linear(d, 2 * d),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(2 * d, 3 * d),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(3 * d, math.prod(input_shape)),
         nn.Unflatten(1, tuple(input_shape)),
     )
@@ -89,13 +89,13 @@ def conv_encoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
     channels = [int(input_shape[0]), *CONV_CHANNELS[: len(sizes) - 1]]
     layers: list[nn.Module] = []
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
+        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
     h, w = sizes[-1]
     return nn.Sequential(
         *layers,
         nn.Flatten(),
         Linear(channels[-1] * h * w, 256),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(256, 2 * latent_dim),
     )
 
@@ -108,9 +108,9 @@ def conv_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
     h, w = sizes[-1]
     layers: list[nn.Module] = [
         Linear(latent_dim, 256),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         Linear(256, channels[-1] * h * w),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.Unflatten(1, (channels[-1], h, w)),
     ]
     n = len(sizes) - 1
@@ -120,7 +120,7 @@ def conv_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
         layers.append(nn.ConvTranspose2d(channels[i], channels[i - 1], 4, 2, 1,
                                          output_padding=padding))
         if i > 1:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
     if n == 0:  # no convolution: the dense layers output the pixels (no ReLU on the logits)
         layers = [layers[0], layers[1], Linear(256, math.prod(input_shape)),
                   nn.Unflatten(1, tuple(int(s) for s in input_shape))]
