@@ -28,6 +28,8 @@ import math
 import torch
 from torch import nn
 
+from topovae.models.mixed_precision import Linear
+
 __all__ = ["mlp_encoder", "mlp_decoder", "conv_encoder", "conv_decoder", "conv_layout",
            "build_encoder", "build_decoder"]
 
@@ -43,11 +45,11 @@ def mlp_encoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Sequen
     d = latent_dim
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(math.prod(input_shape), 3 * d),
-        nn.ReLU(),
-        nn.Linear(3 * d, 2 * d),
-        nn.ReLU(),
-        nn.Linear(2 * d, 2 * d),
+        Linear(math.prod(input_shape), 3 * d),
+        nn.ReLU(inplace=True),
+        Linear(3 * d, 2 * d),
+        nn.ReLU(inplace=True),
+        Linear(2 * d, 2 * d),
     )
 
 
@@ -56,11 +58,11 @@ def mlp_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Sequen
     _check_shape(input_shape)
     d = latent_dim
     return nn.Sequential(
-        nn.Linear(d, 2 * d),
-        nn.ReLU(),
-        nn.Linear(2 * d, 3 * d),
-        nn.ReLU(),
-        nn.Linear(3 * d, math.prod(input_shape)),
+        Linear(d, 2 * d),
+        nn.ReLU(inplace=True),
+        Linear(2 * d, 3 * d),
+        nn.ReLU(inplace=True),
+        Linear(3 * d, math.prod(input_shape)),
         nn.Unflatten(1, tuple(input_shape)),
     )
 
@@ -87,14 +89,14 @@ def conv_encoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
     channels = [int(input_shape[0]), *CONV_CHANNELS[: len(sizes) - 1]]
     layers: list[nn.Module] = []
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
+        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
     h, w = sizes[-1]
     return nn.Sequential(
         *layers,
         nn.Flatten(),
-        nn.Linear(channels[-1] * h * w, 256),
-        nn.ReLU(),
-        nn.Linear(256, 2 * latent_dim),
+        Linear(channels[-1] * h * w, 256),
+        nn.ReLU(inplace=True),
+        Linear(256, 2 * latent_dim),
     )
 
 
@@ -105,10 +107,10 @@ def conv_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
     channels = [int(input_shape[0]), *CONV_CHANNELS[: len(sizes) - 1]]
     h, w = sizes[-1]
     layers: list[nn.Module] = [
-        nn.Linear(latent_dim, 256),
-        nn.ReLU(),
-        nn.Linear(256, channels[-1] * h * w),
-        nn.ReLU(),
+        Linear(latent_dim, 256),
+        nn.ReLU(inplace=True),
+        Linear(256, channels[-1] * h * w),
+        nn.ReLU(inplace=True),
         nn.Unflatten(1, (channels[-1], h, w)),
     ]
     n = len(sizes) - 1
@@ -118,9 +120,9 @@ def conv_decoder(input_shape: tuple[int, int, int], latent_dim: int) -> nn.Seque
         layers.append(nn.ConvTranspose2d(channels[i], channels[i - 1], 4, 2, 1,
                                          output_padding=padding))
         if i > 1:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
     if n == 0:  # no convolution: the dense layers output the pixels (no ReLU on the logits)
-        layers = [layers[0], layers[1], nn.Linear(256, math.prod(input_shape)),
+        layers = [layers[0], layers[1], Linear(256, math.prod(input_shape)),
                   nn.Unflatten(1, tuple(int(s) for s in input_shape))]
     return nn.Sequential(*layers)
 

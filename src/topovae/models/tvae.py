@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from topovae.config import Config
 from topovae.models.base import GenerativeModel, ModelOutput, check_sequences, register_model
+from topovae.models.mixed_precision import Linear
 from topovae.models.networks import build_decoder, build_encoder
 from topovae.models.noise import standard_normal_like
 from topovae.topography import Topography
@@ -163,6 +164,16 @@ def _gaussian_logpdf_sum(noise: torch.Tensor, logvar: torch.Tensor, dims: int) -
     return (-0.5 * (noise.square() + logvar + _LOG_2PI)).flatten(-dims).sum(-1)
 
 
+def _bernoulli_nll_sum(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``-log p(x | logits)`` of a Bernoulli decoder summed over the last dim (``x`` broadcast).
+
+    The binary cross-entropy ``softplus(l) - x l`` of every pixel, summed as
+    ``sum softplus(l) - sum x l``: the same value as ``binary_cross_entropy_with_logits``
+    (to float32 rounding of the sums) in two passes over the logits instead of five.
+    """
+    return F.softplus(logits).sum(-1) - (logits * x).sum(-1)
+
+
 @register_model("tvae")
 class TVAE(GenerativeModel):
     """Topographic VAE; see the module docstring. Inputs are ``(B, S, C, H, W)`` in [0, 1]."""
@@ -181,7 +192,7 @@ class TVAE(GenerativeModel):
             # Layers 1 of both MLP encoders as one Linear (in -> 3d for z, then 3d for u); the
             # remaining layers (ReLU was layer 2) stay per encoder.
             first = [z_encoder[1]] + ([u_encoder[1]] if u_encoder is not None else [])
-            self.encoder_input = nn.Linear(first[0].in_features, sum(f.out_features for f in first))
+            self.encoder_input = Linear(first[0].in_features, sum(f.out_features for f in first))
             with torch.no_grad():
                 self.encoder_input.weight.copy_(torch.cat([f.weight for f in first]))
                 self.encoder_input.bias.copy_(torch.cat([f.bias for f in first]))
@@ -219,7 +230,7 @@ class TVAE(GenerativeModel):
         ``sqrt(W u² + eps)`` and the log-densities stay in float32.
         """
         if self.fused:
-            h = F.relu(self.encoder_input(frames.reshape(frames.shape[0], -1)))
+            h = F.relu(self.encoder_input(frames.reshape(frames.shape[0], -1)), inplace=True)
             z_stats = self.z_encoder(h[:, : self.hidden])
             u_stats = self.u_encoder(h[:, self.hidden:]) if self.u_encoder is not None else None
         else:
@@ -411,9 +422,7 @@ class TVAE(GenerativeModel):
                 log_w += _std_normal_logpdf_sum(u, dims) - _gaussian_logpdf_sum(
                     noise_u, post.u_logvar, dims)
             logits = self._decode(self._codes(z, u, self.topography))
-            nll = F.binary_cross_entropy_with_logits(
-                logits, x.expand(k, *x.shape), reduction="none")
-            log_w -= nll.flatten(4 - dims).sum(-1)  # pixels (and frames when joint)
+            log_w -= _bernoulli_nll_sum(logits.flatten(4 - dims), x.flatten(3 - dims))
             out.append(log_w)
         return torch.cat(out)
 

@@ -445,6 +445,9 @@ class FaultInjection(L.Callback):
                     param.fill_(float("nan"))
 
         if self.kind == "kill_after_step" and int(self.steps_fn()) == self.step:
+            from topovae.training.background_checkpoint import wait_for_checkpoint_writes
+
+            wait_for_checkpoint_writes(trainer)  # the step's checkpoint, if one was due, on disk
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -202,6 +202,16 @@ class TopoVAEModule(L.LightningModule):
         self._step_values[name] = (value.detach().clone() if isinstance(value, torch.Tensor)
                                    else value)
 
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning writes this training step's logged values to the loggers (every
+        ``log_every_n_steps``-th step). Values logged on the other steps would only be thrown
+        away, after Lightning's bookkeeping of each ``self.log`` call; ``loss`` is logged at
+        every step all the same, for the progress bar and the run's last loss."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return bool(trainer._logger_connector.should_update_logs)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._step_values = {}
         x = batch["x"]
@@ -224,12 +234,14 @@ class TopoVAEModule(L.LightningModule):
                 aux_opt.step()
                 self._log_step("train/aux_loss", aux_loss.detach(), batch_size=batch_size)
         self._log_step("loss", loss.detach(), prog_bar=True, batch_size=batch_size)
-        for name, value in out.terms.items():
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                self._log_step(f"train/{name}", value.detach().float(), batch_size=batch_size)
-        if self.train_config.kl_warmup_steps > 0:
-            self._log_step("train/reg_weight", self.regularisation_weight(),
-                           batch_size=batch_size)
+        if self._logs_this_step():  # the other scalars only on the steps the loggers write
+            for name, value in out.terms.items():
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    self._log_step(f"train/{name}", value.detach().float(),
+                                   batch_size=batch_size)
+            if self.train_config.kl_warmup_steps > 0:
+                self._log_step("train/reg_weight", self.regularisation_weight(),
+                               batch_size=batch_size)
         self.batches_done_in_epoch = batch_idx + 1
         if self.train_batches is not None:
             self.train_batches.resume_position = None

@@ -37,10 +37,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from topovae.data.loaders import build_data
 from topovae.hardware import bf16_advice, cpu_name
 from topovae.models.base import build_model
+from topovae.training.background_checkpoint import BackgroundCheckpointIO, CheckpointWriteWatch
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
     PREVIOUS_CHECKPOINT,
-    AtomicCheckpointIO,
     CheckpointError,
     FaultInjection,
     PeriodicCheckpoint,
@@ -281,6 +281,9 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
             callbacks.append(evaluation)
     callbacks.extend(extra_callbacks)
     fault = os.environ.get("TOPOVAE_FAULT")
+    # checkpoints are written by a background thread, from a copy taken at the step
+    checkpoint_io = BackgroundCheckpointIO(fault)
+    callbacks.append(CheckpointWriteWatch(checkpoint_io))
     if fault:
         callbacks.append(FaultInjection(fault, steps_fn))
 
@@ -302,7 +305,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         max_time=None,  # the time limit is PeriodicCheckpoint's: it saves the last step first
         logger=loggers,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO(fault)],
+        plugins=[checkpoint_io],
         enable_checkpointing=False,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
@@ -338,6 +341,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     if steps_fn() > 0 and periodic.last_saved_step != steps_fn() and not (
             resume_from is not None and resumed_step + 1 == steps_fn()):
         trainer.save_checkpoint(checkpoint_path)  # stopped otherwise than by a limit
+    checkpoint_io.wait()  # the last write is on disk (or its error raised) before fit returns
     digests = list(distributed.digests)  # every rank's, gathered at the end of training
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
