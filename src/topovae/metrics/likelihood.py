@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 import torch
 
+from topovae.models import capabilities
 from topovae.models.base import GenerativeModel
+from topovae.models.capabilities import FrameWeights
 
 __all__ = ["LogLikelihood", "importance_sampled_log_likelihood", "FrameWeights",
            "log_likelihood_paper_protocol"]
@@ -80,7 +81,7 @@ def importance_sampled_log_likelihood(
     into groups of sequences to bound memory. The estimate is a lower bound in expectation that
     tightens as ``n_samples`` grows.
     """
-    if not hasattr(model, "log_likelihood"):
+    if not isinstance(model, capabilities.LogLikelihood):
         raise ValueError(f"model ({type(model).__name__}) has no log_likelihood method")
     per_sequence = _in_eval_batches(
         model, x, n_samples, batch_size,
@@ -91,17 +92,6 @@ def importance_sampled_log_likelihood(
         n_samples=n_samples,
         n_images=int(x.shape[0] * x.shape[1]),
     )
-
-
-@runtime_checkable
-class FrameWeights(Protocol):
-    """What :func:`log_likelihood_paper_protocol` needs: per-frame log importance weights
-    ``(n_samples, B, S)`` of joint draws of the sequence's latents (the TVAE has them)."""
-
-    def log_importance_weights(self, x: torch.Tensor, n_samples: int = 10,
-                               generator: torch.Generator | None = None,
-                               max_images_per_chunk: int = 4096,
-                               per_frame: bool = False) -> torch.Tensor: ...
 
 
 @torch.no_grad()

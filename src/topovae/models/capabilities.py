@@ -66,16 +66,21 @@ class ImageAutoencoder(Protocol):
 
 @runtime_checkable
 class LogLikelihood(Protocol):
-    """An importance-sampled ``log p(x)`` of sequences."""
+    """An importance-sampled ``log p(x)`` of sequences: nats per image for each sequence."""
 
-    def log_likelihood(self, x: torch.Tensor, n_samples: int = 10) -> object: ...
+    def log_likelihood(self, x: torch.Tensor, n_samples: int = 10,
+                       generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class FrameWeights(Protocol):
-    """Per-frame log importance weights (the original code's likelihood protocol)."""
+    """Per-frame log importance weights ``(n_samples, B, S)`` of joint draws of a sequence's
+    latents (the original code's likelihood protocol; the TVAE has them)."""
 
-    def log_importance_weights(self, x: torch.Tensor, n_samples: int = 10) -> torch.Tensor: ...
+    def log_importance_weights(self, x: torch.Tensor, n_samples: int = 10,
+                               generator: torch.Generator | None = None,
+                               max_images_per_chunk: int = 4096,
+                               per_frame: bool = False) -> torch.Tensor: ...
 
 
 @runtime_checkable

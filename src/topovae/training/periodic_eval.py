@@ -27,6 +27,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from topovae.models.capabilities import CapsuleCodes
+
 __all__ = ["PeriodicEvaluation", "fixed_heldout_batch", "periodic_evaluation"]
 
 
@@ -113,7 +115,7 @@ def periodic_evaluation(model: torch.nn.Module, bundle: Any, every_n_steps: int,
                         ) -> PeriodicEvaluation | None:
     """The callback for ``model`` (``None`` for a model without capsule codes or without
     held-out sequences of more than one frame: nothing to measure)."""
-    if not (hasattr(model, "latent_codes") and hasattr(model, "decode")):
+    if not isinstance(model, CapsuleCodes):
         return None
     x = fixed_heldout_batch(bundle, n_sequences)
     if x is None or x.shape[1] < 2 or len(x) < 2:
