@@ -28,7 +28,7 @@ __all__ = ["FORMAT_VERSION", "ModelSpec", "TrainConfig", "EvaluateConfig", "Expe
            "MAX_PARAMETERS"]
 
 #: Version of the run-directory / ``config.yaml`` layout. A run written with another version is
-#: refused by :func:`topovae.training.run.load_run` instead of being misread.
+#: refused by :func:`topovae.rundir.load_run` instead of being misread.
 from topovae.format import FORMAT_VERSION  # noqa: E402  (one version for every run file)
 
 _MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines",

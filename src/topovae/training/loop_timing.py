@@ -43,7 +43,7 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
     checkpoint interval).
     """
     from topovae.presets import load_preset
-    from topovae.training.run import create_run_dir
+    from topovae.rundir import create_run_dir
     from topovae.training.trainer import fit
 
     for name, value in (("steps", steps), ("warmup", warmup)):

@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import datetime
 import io
-import json
 import logging
 import math
 import os
@@ -36,7 +35,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from topovae.data.loaders import build_data
 from topovae.hardware import bf16_advice, cpu_name
+from topovae.io import atomic_write_text
 from topovae.models.base import build_model
+from topovae.rundir import CHECKPOINT_DIR, TRAIN_SUMMARY_FILE, RunDir, read_run_config
 from topovae.training.background_checkpoint import BackgroundCheckpointIO, CheckpointWriteWatch
 from topovae.training.checkpoint import (
     LAST_CHECKPOINT,
@@ -54,19 +55,12 @@ from topovae.training.distributed import (
 )
 from topovae.training.experiment import ExperimentConfig
 from topovae.training.module import EpochBatches, NonFiniteLossError, TopoVAEModule
-from topovae.training.run import (
-    CHECKPOINT_DIR,
-    atomic_write_json,
-    atomic_write_text,
-    read_run_config,
-)
 
 __all__ = ["FitResult", "TrainingDivergedError", "fit", "resume", "TRAIN_SUMMARY_FILE",
            "machine_description"]
 
 #: Written at the end of every training session: wall time (summed over resumed sessions),
 #: steps and the machine, read by ``topovae compare`` and the results page.
-TRAIN_SUMMARY_FILE = "train_summary.json"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -245,7 +239,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
         check_resume_world_size(resume_from, cfg.num_nodes * cfg.devices, cfg.num_nodes,
                                 cfg.devices)
         if update_config and is_global_zero_process():
-            atomic_write_text(run_dir / "config.yaml", experiment.resolved().to_yaml())
+            RunDir(run_dir).write_config(experiment)
 
     trainer_holder: dict[str, L.Trainer] = {}
 
@@ -388,18 +382,18 @@ def _write_train_summary(run_dir: Path, trainer: L.Trainer, seconds: float, step
     A session killed before it ends is not counted: only sessions that reach the end of
     :func:`fit` add their wall time.
     """
-    path = run_dir / TRAIN_SUMMARY_FILE
+    run = RunDir(run_dir)
     sessions: list[dict[str, Any]] = []
-    if resume and path.is_file():
+    if resume and run.train_summary_path.is_file():
         try:
-            sessions = list(json.loads(path.read_text()).get("sessions", []))
-        except (json.JSONDecodeError, AttributeError, TypeError):
+            sessions = list(run.train_summary().get("sessions", []))
+        except (ValueError, AttributeError, TypeError):
             sessions = []
     machine = machine_description(trainer)
     sessions.append({"seconds": round(seconds, 2), "steps_end": int(steps), "resumed": resume,
                      "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                      "machine": machine, **(processes or {})})
-    atomic_write_json(path, {
+    run.write_train_summary({
         "train_seconds": round(sum(float(s.get("seconds", 0.0)) for s in sessions), 2),
         "steps": int(steps), "epochs_completed": int(epochs),
         # SHA-256 of the final weights held by each process: DDP ranks must all agree
