@@ -59,8 +59,8 @@ def test_tensor_and_folder_sources(tmp_path):
         mpimg.imsave(tmp_path / f"c{i % 2}" / f"{i}.png", picture)
     folder = folder_source(tmp_path)
     assert folder.images.shape == (3, 3, 5, 7) and folder.images.dtype == torch.uint8
-    np.testing.assert_allclose(folder.get_images([0])[0].permute(1, 2, 0).numpy(), pictures[0],
-                               atol=1 / 255)
+    first = (folder.images[0].float() / 255).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(first, pictures[0], atol=1 / 255)
     assert folder.labels.tolist() == [0, 0, 1]  # c0/0, c0/2, c1/1
 
 

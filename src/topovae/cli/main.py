@@ -18,10 +18,6 @@ __all__ = ["main", "build_parser"]
 EXIT_USAGE = 2
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
 def _fail(message: str) -> int:
     text = " ".join(str(message).split())
     print(f"topovae: error: {text}", file=sys.stderr)
@@ -338,10 +334,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
-    report_line = "report: not written (topovae.report unavailable)"
-    try:
-        from topovae.report import build_report
+    from topovae.report import build_report
 
+    try:
         report_line = f"report: {build_report(run_dir)}"
     except (ImportError, ValueError) as err:
         report_line = f"report: not written ({err})"

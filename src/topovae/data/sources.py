@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -111,27 +110,6 @@ class ImageSource:
         if self.images is not None:
             return tuple(self.images.shape[1:])  # type: ignore[return-value]
         return self.ground_truth.observation_shape  # type: ignore[union-attr]
-
-    def get_images(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Float images in [0, 1] of the given rows."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        if self.images is not None:
-            images = self.images[index]
-            return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        renderer = self.ground_truth
-        assert renderer is not None and self.factors is not None
-        return renderer.observations_from_factors(self.factors[index].numpy())
-
-    def info(self) -> dict[str, Any]:
-        """Provenance for metrics files."""
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n_images": len(self),
-            "image_shape": list(self.image_shape),
-            "citation": self.citation,
-            "description": self.description,
-        }
 
 
 SourceFactory = Callable[..., ImageSource]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
-import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -38,8 +37,7 @@ _MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines",
 def ensure_models_registered() -> None:
     """Import the modules that register models, so that every model name resolves."""
     for module in _MODEL_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
 @dataclasses.dataclass
