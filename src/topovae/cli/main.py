@@ -127,20 +127,10 @@ def _experiment_from_args(args: argparse.Namespace) -> Any:
     else:
         if not args.config.is_file():
             raise ValueError(f"--config {args.config} does not exist")
-        import yaml
+        from topovae.config import read_yaml
+        from topovae.presets import merge_extends
 
-        try:
-            base = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"--config {args.config} is not valid YAML ({err})") from None
-        if isinstance(base, dict) and "extends" in base:
-            from topovae.presets import deep_merge
-
-            parents = base.pop("extends")
-            merged: dict[str, Any] = {}
-            for parent in [parents] if isinstance(parents, str) else parents:
-                merged = deep_merge(merged, load_preset_dict(parent))
-            base = deep_merge(merged, base)
+        base = merge_extends(read_yaml(args.config.read_text(), f"--config {args.config}"))
     experiment = ExperimentConfig.from_dict(base)
     overrides = parse_overrides(args.overrides)
     overrides.update(_flag_overrides(args))
