@@ -14,7 +14,9 @@ tool can do. YAML is read with OmegaConf's safe loader (no Python tags, ``1e-3``
 from __future__ import annotations
 
 import contextvars
+import copy
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -63,20 +65,37 @@ def read_yaml(text: str, what: str) -> dict[str, Any]:
     return OmegaConf.to_container(tree)  # type: ignore[return-value]
 
 
+@functools.cache
+def _schema(cls: type[Config]) -> DictConfig:
+    """The structured config of ``cls`` with its defaults (built once: building is slow)."""
+    return OmegaConf.structured(cls)
+
+
+def _raise_naming_the_key(cls: type[Config], data: Mapping[str, Any]) -> None:
+    """Merge ``data`` into the defaults of ``cls`` one key at a time: raise a ``ValueError``
+    naming the first key that OmegaConf refuses (its own errors do not always name it)."""
+    tree = copy.deepcopy(_schema(cls))
+    for key, value in data.items():
+        try:
+            tree.merge_with({key: value})
+        except _KEY_ERRORS as err:
+            raise ValueError(unknown_key_message(err, cls.__name__)) from None
+        except OmegaConfBaseException as err:
+            name, bad = (err.full_key, err.value) if err.full_key else (key, value)
+            message = str(err).strip().splitlines()[0]
+            raise ValueError(f"config value {name}={bad!r}: {message}") from None
+
+
 def _typed(cls: type[C], data: Mapping[str, Any]) -> C:
     """``cls`` with ``data`` over its defaults, typed and validated by OmegaConf."""
     token = _TYPED.set(True)
     try:
-        tree = OmegaConf.structured(cls)
-        for key, value in data.items():  # one key at a time, so that every error can name it
-            try:
-                tree.merge_with({key: value})
-            except _KEY_ERRORS as err:
-                raise ValueError(unknown_key_message(err, cls.__name__)) from None
-            except OmegaConfBaseException as err:
-                name, bad = (err.full_key, err.value) if err.full_key else (key, value)
-                message = str(err).strip().splitlines()[0]
-                raise ValueError(f"config value {name}={bad!r}: {message}") from None
+        tree = copy.deepcopy(_schema(cls))
+        try:
+            tree.merge_with(data)
+        except OmegaConfBaseException:
+            _raise_naming_the_key(cls, data)
+            raise
         try:
             return OmegaConf.to_object(tree)  # type: ignore[return-value]
         except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
