@@ -81,6 +81,10 @@ def test_extends_merges_sections_key_by_key_and_replaces_lists() -> None:
     assert {k: v for k, v in merged["data"].items() if k != "transforms"} == {
         k: v for k, v in parent["data"].items() if k != "transforms"}
     assert "extends" not in merged
+    with pytest.raises(ValueError, match="extends must name a preset"):
+        merge_extends({"extends": {"tvae-demo": 1}})
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        merge_extends({"extends": ["tvae-demo", "nope"]})
 
 
 def test_overrides_values_and_paths() -> None:

@@ -40,8 +40,10 @@ def merge_extends(data: Mapping[str, Any], _seen: tuple[str, ...] = ()) -> dict[
     ``notes`` replace the parent's)."""
     data = dict(data)
     parents = data.pop("extends", [])
-    layers = [load_preset_dict(parent, _seen)
-              for parent in ([parents] if isinstance(parents, str) else parents)]
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(name, str) for name in parents):
+        raise ValueError(f"extends must name a preset or list presets, got {parents!r}")
+    layers = [load_preset_dict(parent, _seen) for parent in parents]
     return OmegaConf.to_container(OmegaConf.merge(*layers, data))  # type: ignore[return-value]
 
 
