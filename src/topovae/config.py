@@ -153,6 +153,15 @@ class Config:
     def replace(self: C, **overrides: Any) -> C:
         return type(self).from_dict({**self.to_dict(), **overrides})
 
+    def evolve(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` that are already typed (configs, or values of another config):
+        validated, but not typed again (typing is what makes a config slow to build)."""
+        token = _TYPED.set(True)
+        try:
+            return dataclasses.replace(self, **changes)
+        finally:
+            _TYPED.reset(token)
+
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(self.to_dict())
 

@@ -63,7 +63,7 @@ class ModelSpec(Config):
 
     def resolved(self) -> ModelSpec:
         """The same spec with every field of the model config written out."""
-        return ModelSpec(name=self.name, config=self.build_config().to_dict())
+        return self.evolve(config=self.build_config().to_dict())
 
 
 @dataclasses.dataclass
@@ -206,7 +206,7 @@ class ExperimentConfig(Config):
 
     def resolved(self) -> ExperimentConfig:
         """A copy whose model config lists every field (what ``config.yaml`` stores)."""
-        return dataclasses.replace(self, model=self.model.resolved())
+        return self.evolve(model=self.model.resolved())
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
         """Apply dotted-path overrides (already parsed values); unknown paths raise."""
