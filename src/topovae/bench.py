@@ -164,11 +164,9 @@ def _adam_for(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     return make_optimizer("adam", params, lr=1e-4)
 
 
-def _data_ms() -> float | None:
-    try:
-        from topovae.data.bench import time_data_batch
-    except ImportError:
-        return None
+def _data_ms() -> float:
+    from topovae.data.bench import time_data_batch
+
     return float(time_data_batch())
 
 

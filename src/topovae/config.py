@@ -3,110 +3,126 @@
 Every model, data pipeline and training run is described by a dataclass that subclasses
 :class:`Config`. A config can be written next to the weights of a model and read back to rebuild
 exactly the same module, and a preset is nothing but a dict of overrides applied to the defaults.
-Unknown keys and values of the wrong type are rejected with a :class:`ValueError` naming the key:
-silently ignoring a typo in a hyper-parameter is the worst thing an experiment tool can do.
+
+The typing is OmegaConf's (structured configs): a value is checked against its field's annotation
+and converted where OmegaConf converts (``"1e-3"`` to a float field, ``[3, 28, 28]`` to a tuple);
+unknown keys, values of the wrong type and non-finite floats are a one-line :class:`ValueError`
+naming the key: silently ignoring a typo in a hyper-parameter is the worst thing an experiment
+tool can do. YAML is read with OmegaConf's safe loader (no Python tags, ``1e-3`` is a float).
 """
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import dataclasses
+import functools
+import io
 import json
 import math
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar, get_args, get_origin
+from typing import Any, Generic, TypeVar
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from topovae.io import atomic_write_text
 
 C = TypeVar("C", bound="Config")
 T = TypeVar("T")
 
+# set while OmegaConf builds a config from checked values (its __post_init__ then only validates)
+_TYPED = contextvars.ContextVar("topovae_config_typed", default=False)
+_KEY_ERRORS = (ConfigKeyError, ConfigAttributeError)
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation; convert where the conversion is lossless."""
-    origin = get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(name, value, option)
-            except ValueError as err:
-                errors.append(str(err))
-        raise ValueError(f"config value {name}={value!r} matches none of {annotation}")
-    if origin is typing.Literal:
-        allowed = get_args(annotation)
-        if value not in allowed:
-            raise ValueError(f"config value {name}={value!r} must be one of {list(allowed)}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config value {name}={value!r} must be a list")
-        args = get_args(annotation)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ValueError(f"config value {name}={value!r} must have {len(args)} items")
-            pairs = enumerate(zip(value, args, strict=True))
-            items = [_coerce(f"{name}[{i}]", v, a) for i, (v, a) in pairs]
-        else:
-            item_type = args[0] if args else Any
-            items = [_coerce(f"{name}[{i}]", v, item_type) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"config value {name}={value!r} must be a mapping")
-        return dict(value)
-    if isinstance(annotation, type) and issubclass(annotation, Config):
-        if isinstance(value, annotation):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"config value {name}={value!r} must be a mapping")
-        return annotation.from_dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"config value {name}={value!r} must be true or false")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"config value {name}={value!r} must be an integer")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config value {name}={value!r} must be a number")
-        if not math.isfinite(value):
-            raise ValueError(f"config value {name}={value!r} must be a finite number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"config value {name}={value!r} must be a string")
-        return value
-    return value
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def unknown_key_message(err: ConfigKeyError | ConfigAttributeError, where: str) -> str:
+    """The error of a key that is not in the config (``where``: what the top level is called)."""
+    full = str(err.full_key or err.key)
+    parent = full.rpartition(".")[0]
+    valid = sorted(map(str, err.parent_node)) if isinstance(err.parent_node, DictConfig) else []
+    if not valid and parent:
+        return f"config key {parent!r} is a value, not a section; cannot set {full!r}"
+    return (f"unknown config key {full!r} ({str(err.key)!r} is not a key of {parent or where}); "
+            f"valid keys: {', '.join(valid)}")
+
+
+def read_yaml(text: str, what: str) -> dict[str, Any]:
+    """The mapping in the YAML ``text`` (``what`` names it in errors), interpolations unresolved."""
+    try:
+        tree = OmegaConf.load(io.StringIO(text))
+    except (yaml.YAMLError, OSError, OmegaConfBaseException) as err:
+        raise ValueError(f"{what} is not valid YAML ({one_line(err)})") from None
+    if not isinstance(tree, DictConfig):
+        raise ValueError(f"{what} is not a mapping")
+    return OmegaConf.to_container(tree)  # type: ignore[return-value]
+
+
+@functools.cache
+def _schema(cls: type[Config]) -> DictConfig:
+    """The structured config of ``cls`` with its defaults (built once: building is slow)."""
+    return OmegaConf.structured(cls)
+
+
+def _raise_naming_the_key(cls: type[Config], data: Mapping[str, Any]) -> None:
+    """Merge ``data`` into the defaults of ``cls`` one key at a time: raise a ``ValueError``
+    naming the first key that OmegaConf refuses (its own errors do not always name it)."""
+    tree = copy.deepcopy(_schema(cls))
+    for key, value in data.items():
+        try:
+            tree.merge_with({key: value})
+        except _KEY_ERRORS as err:
+            raise ValueError(unknown_key_message(err, cls.__name__)) from None
+        except OmegaConfBaseException as err:
+            name, bad = (err.full_key, err.value) if err.full_key else (key, value)
+            message = str(err).strip().splitlines()[0]
+            raise ValueError(f"config value {name}={bad!r}: {message}") from None
+
+
+def _typed(cls: type[C], data: Mapping[str, Any]) -> C:
+    """``cls`` with ``data`` over its defaults, typed and validated by OmegaConf."""
+    token = _TYPED.set(True)
+    try:
+        tree = copy.deepcopy(_schema(cls))
+        try:
+            tree.merge_with(data)
+        except OmegaConfBaseException:
+            _raise_naming_the_key(cls, data)
+            raise
+        try:
+            return OmegaConf.to_object(tree)  # type: ignore[return-value]
+        except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
+            raise ValueError(f"{cls.__name__}: {one_line(err)}") from None
+    finally:
+        _TYPED.reset(token)
 
 
 @dataclasses.dataclass
 class Config:
     """Base class of all configuration dataclasses.
 
-    Subclasses are ordinary ``@dataclass`` classes; they get validation on construction (override
-    :meth:`validate` to add range checks), conversion to and from plain dicts, YAML and JSON, and
-    :meth:`replace` for overrides.
+    Subclasses are ordinary ``@dataclass`` classes; they get typing and validation on construction
+    (override :meth:`validate` to add range checks), conversion to and from plain dicts, YAML and
+    JSON, and :meth:`replace` for overrides.
     """
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        if not _TYPED.get():  # built by hand: type the values through OmegaConf, which validates
+            typed = _typed(type(self), {f.name: getattr(self, f.name)
+                                        for f in dataclasses.fields(self)})
+            self.__dict__.update(typed.__dict__)
+            return
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            setattr(self, field.name, _coerce(field.name, value, hints[field.name]))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"config value {field.name}={value!r} must be a finite number")
         self.validate()
 
     def validate(self) -> None:
@@ -132,30 +148,26 @@ class Config:
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
         if not isinstance(data, Mapping):
             raise ValueError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
-        known = set(cls.field_names())
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(known)}"
-            )
-        return cls(**dict(data))
+        return _typed(cls, data)
 
     def replace(self: C, **overrides: Any) -> C:
-        merged = self.to_dict()
-        unknown = sorted(set(overrides) - set(merged))
-        if unknown:
-            raise ValueError(
-                f"unknown {type(self).__name__} key(s) {unknown}; valid keys: {sorted(merged)}"
-            )
-        merged.update(overrides)
-        return type(self).from_dict(merged)
+        return type(self).from_dict({**self.to_dict(), **overrides})
+
+    def evolve(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` that are already typed (configs, or values of another config):
+        validated, but not typed again (typing is what makes a config slow to build)."""
+        token = _TYPED.set(True)
+        try:
+            return dataclasses.replace(self, **changes)
+        finally:
+            _TYPED.reset(token)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return OmegaConf.to_yaml(self.to_dict())
 
     @classmethod
     def from_yaml(cls: type[C], text: str) -> C:
-        return cls.from_dict(yaml.safe_load(text) or {})
+        return cls.from_dict(read_yaml(text, f"{cls.__name__} YAML"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -167,10 +179,8 @@ class Config:
     def save(self, path: str | Path) -> None:
         """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
         path = Path(path)
-        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, self.to_yaml() if path.suffix in (".yaml", ".yml")
+                          else self.to_json())
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:

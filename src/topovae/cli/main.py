@@ -18,10 +18,6 @@ __all__ = ["main", "build_parser"]
 EXIT_USAGE = 2
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
 def _fail(message: str) -> int:
     text = " ".join(str(message).split())
     print(f"topovae: error: {text}", file=sys.stderr)
@@ -131,20 +127,10 @@ def _experiment_from_args(args: argparse.Namespace) -> Any:
     else:
         if not args.config.is_file():
             raise ValueError(f"--config {args.config} does not exist")
-        import yaml
+        from topovae.config import read_yaml
+        from topovae.presets import merge_extends
 
-        try:
-            base = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"--config {args.config} is not valid YAML ({err})") from None
-        if isinstance(base, dict) and "extends" in base:
-            from topovae.presets import deep_merge
-
-            parents = base.pop("extends")
-            merged: dict[str, Any] = {}
-            for parent in [parents] if isinstance(parents, str) else parents:
-                merged = deep_merge(merged, load_preset_dict(parent))
-            base = deep_merge(merged, base)
+        base = merge_extends(read_yaml(args.config.read_text(), f"--config {args.config}"))
     experiment = ExperimentConfig.from_dict(base)
     overrides = parse_overrides(args.overrides)
     overrides.update(_flag_overrides(args))
@@ -341,10 +327,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _fail(str(err))
     except (ValueError, FileNotFoundError, ImportError) as err:
         return _fail(str(err))
-    report_line = "report: not written (topovae.report unavailable)"
-    try:
-        from topovae.report import build_report
+    from topovae.report import build_report
 
+    try:
         report_line = f"report: {build_report(run_dir)}"
     except (ImportError, ValueError) as err:
         report_line = f"report: not written ({err})"

