@@ -20,6 +20,9 @@ factors whose length differs from the images.
 
 One module (about 460 lines) on purpose: every reader of your files shares the same checks and
 the same one-line error type, so a problem is worded the same way whichever file shape it is in.
+
+Kept as one module (about 460 lines): the readers of the three kinds of files share their checks
+and their one error type, and each check is written once.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ numbers; then it unpickles with ``torch.load(weights_only=True)``, which builds 
 plain containers and numbers and refuses any other object, so a planted payload never runs.
 Everything topovae and Lightning put in a checkpoint is of those types (the RNG states are
 stored as tensors and lists, see :mod:`topovae.training.module`).
+
+Kept as one module (about 460 lines) so that the atomicity argument (writing, reading, the
+fallback to previous.ckpt) and the failure drills that test it are read in one place.
 """
 
 from __future__ import annotations
