@@ -175,6 +175,7 @@ def claims_at(grouped: Mapping[tuple[str, int], list[Point]], step: int
         ("a shifting TVAE has the highest log-likelihood (ours, joint)", best_vs_rest(ll, False)),
         ("a shifting TVAE has the highest log-likelihood (paper protocol)",
          best_vs_rest(ll_paper, False)),
+        ("BubbleVAE's E_eq lies between", between(eeq, True)),
         ("BubbleVAE's ratio lies between", between(ratio, True)),
         ("BubbleVAE's log-likelihood lies between (ours)", between(ll, False)),
         ("BubbleVAE's log-likelihood lies between (paper protocol)", between(ll_paper, False)),
