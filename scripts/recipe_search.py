@@ -174,6 +174,29 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
+def markdown_table(path: Path) -> str:
+    """The trials of the CSV at ``path`` as a Markdown table: one line per trial and seed."""
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    points: dict[tuple[str, str, str], dict[str, dict[str, str]]] = {}
+    for row in rows:
+        points.setdefault((row["preset"], row["trial"], row["seed"]), {})[row["point"]] = row
+    lines = ["| preset | trial | overrides | seed | steps (half / full) | ratio (half / full) "
+             "| gain, nats (half / full) | joint LL, nats (half / full) | KL_z | KL_u | mu |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (preset, trial, seed), by_point in points.items():
+        half, full = by_point.get("half", {}), by_point.get("full", {})
+
+        def pair(key: str, half: dict[str, str] = half, full: dict[str, str] = full) -> str:
+            return f"{half.get(key, '-')} / {full.get(key, '-')}"
+
+        lines.append(f"| {preset} | {trial} | {full.get('overrides', '-')} | {seed} "
+                     f"| {pair('steps')} | {pair('ratio')} | {pair('gain')} | {pair('ll')} "
+                     f"| {full.get('kl_z') or '-'} | {full.get('kl_u') or '-'} "
+                     f"| {full.get('mu') or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tvae-Lpartial-mnist-cpu")
@@ -191,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/recipe", help="folder of the trial runs")
     parser.add_argument("--csv", default="docs/data/recipe_search.csv")
     parser.add_argument("--list", action="store_true", help="print the named trials and exit")
+    parser.add_argument("--table", action="store_true",
+                        help="print the CSV's trials as a Markdown table and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(Path(args.csv)))
+        return 0
     if args.list:
         for name, overrides in TRIALS.items():
             print(f"{name:22s} {overrides or '(the preset as it is)'}")
