@@ -181,9 +181,10 @@ def markdown_table(path: Path) -> str:
     points: dict[tuple[str, str, str], dict[str, dict[str, str]]] = {}
     for row in rows:
         points.setdefault((row["preset"], row["trial"], row["seed"]), {})[row["point"]] = row
-    lines = ["| preset | trial | overrides | seed | steps (half / full) | ratio (half / full) "
-             "| gain, nats (half / full) | joint LL, nats (half / full) | KL_z | KL_u | mu |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | trial | overrides | seed | wall s | steps (half / full) "
+             "| ratio (half / full) | gain, nats (half / full) | joint LL, nats (half / full) "
+             "| KL_z | KL_u | mu |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (preset, trial, seed), by_point in points.items():
         half, full = by_point.get("half", {}), by_point.get("full", {})
 
@@ -191,6 +192,7 @@ def markdown_table(path: Path) -> str:
             return f"{half.get(key, '-')} / {full.get(key, '-')}"
 
         lines.append(f"| {preset} | {trial} | {full.get('overrides', '-')} | {seed} "
+                     f"| {full.get('wall_s', '-')} "
                      f"| {pair('steps')} | {pair('ratio')} | {pair('gain')} | {pair('ll')} "
                      f"| {full.get('kl_z') or '-'} | {full.get('kl_u') or '-'} "
                      f"| {full.get('mu') or '-'} |")
