@@ -103,8 +103,16 @@ class TrainConfig(Config):
     progress_bar: bool = True
     eval_every_n_steps: int = 0
     eval_sequences: int = 16
+    # learning-rate schedule (topovae.training.schedule): constant or cosine, after a linear
+    # warm-up; the defaults keep train.lr at every step. adam_betas: Adam's (beta1, beta2).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+    lr_decay_steps: int = 0
+    lr_min_factor: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
 
     def validate(self) -> None:
+        self._validate_schedule()
         if self.lr <= 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -136,6 +144,17 @@ class TrainConfig(Config):
         if self.precision not in ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"):
             raise ValueError(f"train.precision {self.precision!r} is not one of "
                              "32-true, 16-mixed, bf16-mixed, 64-true")
+
+    def _validate_schedule(self) -> None:
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"train.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+        if self.lr_schedule == "cosine" and self.lr_decay_steps < 1:
+            raise ValueError("train.lr_schedule cosine needs train.lr_decay_steps >= 1, got "
+                             f"{self.lr_decay_steps}")
+        if not 0.0 <= self.lr_min_factor <= 1.0:
+            raise ValueError(f"train.lr_min_factor must be in [0, 1], got {self.lr_min_factor}")
+        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
+            raise ValueError(f"train.adam_betas must be in [0, 1), got {list(self.adam_betas)}")
 
 
 @dataclasses.dataclass

@@ -21,6 +21,7 @@ import torch
 from topovae.models.base import GenerativeModel, ModelOutput
 from topovae.training.experiment import TrainConfig
 from topovae.training.optim import make_optimizer
+from topovae.training.schedule import is_default_schedule, make_scheduler
 
 __all__ = ["NonFiniteLossError", "TopoVAEModule", "EpochBatches", "capture_rng_state",
            "restore_rng_state"]
@@ -160,12 +161,19 @@ class TopoVAEModule(L.LightningModule):
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.train_config
         return make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
+                              weight_decay=cfg.weight_decay, betas=cfg.adam_betas)
 
     def configure_optimizers(self) -> Any:
         main = self._optimizer(self.model.main_parameters())
         if self.has_auxiliary:
+            if not is_default_schedule(self.train_config):
+                raise ValueError("train.lr_schedule and train.lr_warmup_steps need a model "
+                                 "without an auxiliary optimiser")
             return [main, self._optimizer(self.model.auxiliary_parameters())]
+        if not is_default_schedule(self.train_config):
+            # train.lr_schedule / lr_warmup_steps: the rate of every step, stepped per batch
+            return {"optimizer": main, "lr_scheduler": {
+                "scheduler": make_scheduler(main, self.train_config), "interval": "step"}}
         return main
 
     def regularisation_weight(self) -> float:

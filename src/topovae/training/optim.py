@@ -16,6 +16,7 @@ def make_optimizer(
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
     """SGD with momentum or Adam; Adam uses the single-kernel (fused) update where supported.
 
@@ -28,6 +29,7 @@ def make_optimizer(
     if name != "adam":
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
     try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay,
+                                fused=True)
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
