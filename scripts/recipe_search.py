@@ -46,7 +46,7 @@ from topovae.models.base import build_model
 from topovae.presets import load_preset_dict
 from topovae.training.cpu_budget import CPUBudget
 from topovae.training.experiment import ExperimentConfig, apply_overrides, parse_overrides
-from topovae.training.run import create_run_dir
+from topovae.rundir import create_run_dir
 from topovae.training.trainer import fit
 
 #: The named recipes: overrides of the preset's train/data keys (never of model keys).
