@@ -44,9 +44,9 @@ from topovae.metrics.likelihood import importance_sampled_log_likelihood
 from topovae.metrics.roll import roll_prediction
 from topovae.models.base import build_model
 from topovae.presets import load_preset_dict
+from topovae.rundir import create_run_dir
 from topovae.training.cpu_budget import CPUBudget
 from topovae.training.experiment import ExperimentConfig, apply_overrides, parse_overrides
-from topovae.rundir import create_run_dir
 from topovae.training.trainer import fit
 
 #: The named recipes: overrides of the preset's train/data keys (never of model keys).
