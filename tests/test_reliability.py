@@ -246,7 +246,9 @@ def _kill_drill(mnist_dir: Path, tmp_path: Path, kills: int, steps: int,
         if rng.random() < 0.25:
             return rng.uniform(0.0, setup)
         window = min(steps - done, max(2, 2 * steps // kills))
-        return setup + rng.uniform(0.0, per_step * window)
+        # 0.8: a session that runs faster than the measured one (a machine whose load changes)
+        # should still be killed before it ends, rather than restart the drill
+        return setup + rng.uniform(0.0, 0.8 * per_step * window)
 
     rng = random.Random(seed)
     landed: list[int | None] = []  # the step of the newest checkpoint at each kill
@@ -254,7 +256,7 @@ def _kill_drill(mnist_dir: Path, tmp_path: Path, kills: int, steps: int,
     attempts = 0
     while len(landed) < kills:
         attempts += 1
-        assert attempts <= 4 * kills, f"only {len(landed)} kills landed in {attempts} sessions"
+        assert attempts <= 10 * kills, f"only {len(landed)} kills landed in {attempts} sessions"
         has_checkpoint = (run / "checkpoints" / "last.ckpt").exists()
         if run.exists() and not has_checkpoint:
             shutil.rmtree(run)  # killed before its first checkpoint: what the error says to do
