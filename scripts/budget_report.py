@@ -74,6 +74,55 @@ MEASURES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], float | None], int
 )
 
 
+def nested(*path: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def get(metrics: Mapping[str, Any]) -> float | None:
+        value: Any = metrics
+        for name in path:
+            value = value.get(name) if isinstance(value, Mapping) else None
+        if isinstance(value, Mapping) and len(path) == 2 and path[1] in value:
+            value = value[path[1]]  # a score stored as {"sap": x}
+        return None if value is None or isinstance(value, Mapping) else float(value)
+    return get
+
+
+DSPRITES_LABELS = {
+    "vae-dsprites-cpu": "VAE", "tvae-L0-dsprites-cpu": "TVAE L=0",
+    "bubbles-dsprites-cpu": "BubbleVAE", "tvae-Lshort-dsprites-cpu": "TVAE L=1/6 S",
+    "tvae-Lthird-dsprites-cpu": "TVAE L=1/3 S", "tvae-Lhalf-dsprites-cpu": "TVAE L=1/2 S",
+    "beta-vae-dsprites-cpu": "beta-VAE", "beta-tcvae-dsprites-cpu": "beta-TCVAE",
+    "factor-vae-dsprites-cpu": "FactorVAE",
+}
+#: Table 2's columns: the equivariance ratio, both capsule-offset correlations (the paper's with
+#: its random-code control), the disentanglement scores, both likelihoods.
+TABLE2_MEASURES: tuple[tuple[str, Callable[[Mapping[str, Any]], float | None], int], ...] = (
+    ("ratio", key("equivariance_ratio"), 3),
+    ("corr.", key("capsule_offset_correlation"), 3),
+    ("corr. paper", key("capsule_offset_correlation_paper_protocol"), 3),
+    ("corr. paper, random codes", key("capsule_offset_correlation_paper_protocol_random"), 3),
+    ("MIG", nested("disentanglement", "mig", "mig"), 3),
+    ("SAP", nested("disentanglement", "sap"), 3),
+    ("DCI disent.", nested("disentanglement", "dci", "disentanglement"), 3),
+    ("FactorVAE acc.", nested("disentanglement", "factor_vae", "eval_accuracy"), 3),
+    ("beta-VAE acc.", nested("disentanglement", "beta_vae", "eval_accuracy"), 3),
+    ("log p(x)", key("log_likelihood_nats_per_image"), 1),
+    ("log p(x) paper", key("log_likelihood_paper_protocol_nats_per_image"), 1),
+)
+
+
+def table2_at(points: Sequence[Point], step: int) -> str:
+    """Table 2 (dSprites) at ``step``: mean ± sd over the seeds of each model evaluated there."""
+    grouped = by_model_step(points)
+    lines = ["| model | seeds | " + " | ".join(m[0] for m in TABLE2_MEASURES) + " |",
+             "|" + "---|" * (len(TABLE2_MEASURES) + 2)]
+    for model, label in DSPRITES_LABELS.items():
+        group = grouped.get((model, step), [])
+        if group:
+            seeds = ",".join(str(p["seed"]) for p in sorted(group, key=lambda p: p["seed"]))
+            cells = [fmt(values(group, m[1]), m[2]) for m in TABLE2_MEASURES]
+            lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def read_points(root: Path) -> list[Point]:
     points = []
     for path in sorted(root.rglob("step-*.json")):
@@ -318,6 +367,9 @@ def main() -> None:
     for step in sorted({p["step"] for p in points if p["model"].endswith("-mnist-cpu")}):
         if step != args.table_step:
             text += [f"\n## MNIST rows at {step:,} steps\n", table_at(points, step, models)]
+    table2 = table2_at(points, 2000)
+    if table2:
+        text += ["\n## Table 2 (dSprites) at 2,000 steps\n", table2]
     full = sorted({p["step"] for p in points if p["model"].endswith("-mnist-full")})
     for step in full:
         text += [f"\n## The paper's optimisation at {step:,} steps\n",

@@ -143,3 +143,20 @@ def test_two_workers_share_the_study_without_touching_one_run_at_once(tmp_path, 
         # source goes on
         assert [s for s in done if study.touched(s) & {run}] == [
             s for s in stages if study.touched(s) & {run}]
+
+
+def test_table2_reads_nested_scores_and_both_correlations(tmp_path):
+    for seed, (corr, sap) in enumerate([(0.9, 0.2), (0.7, {"sap": 0.4})]):
+        _point(tmp_path, "tvae-Lthird-dsprites-cpu", seed, 2000, equivariance_ratio=0.5,
+               capsule_offset_correlation=corr, capsule_offset_correlation_paper_protocol=0.95,
+               disentanglement={"sap": sap, "dci": {"disentanglement": 0.3}})
+    table = report.table2_at(report.read_points(tmp_path), 2000)
+    row = next(line for line in table.splitlines() if line.startswith("| TVAE L=1/3 S"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0,1"
+    assert cells[3] == "0.800 ± 0.141"  # ours: mean and sd of 0.9, 0.7
+    assert cells[4] == "0.950 ± 0.000"  # the paper's estimator
+    assert cells[7] == "0.300 ± 0.141"  # SAP stored as a number or as {"sap": x}
+    assert cells[8] == "0.300 ± 0.000"  # DCI disentanglement
+    assert cells[6] == "-"  # MIG not measured
+    assert report.table2_at(report.read_points(tmp_path), 3000) == ""
