@@ -33,6 +33,7 @@ What users wait for is the training loop, not an isolated step:
 * ``is_matmul_bound_ms``: the importance sampler's matrix multiplies (encoders once, decoder once
   per sample, forward only): ``is_to_bound_ratio`` says how close the estimator runs to it;
 * ``has_bf16_matrix_units``: whether the CPU has AMX (without it bfloat16 is slower on a CPU).
+* ``keeps_freed_memory``: whether freed memory stays in the process (``topovae.memory``; glibc).
 
 Timings are medians over ``repeats`` runs after warm-up; step and bounds are measured interleaved
 so that all see the same machine load. All ratios of one result come from one run.
@@ -185,7 +186,10 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
     if isinstance(loop_steps, bool) or not isinstance(loop_steps, int) or loop_steps < 0:
         raise ValueError(f"loop_steps must be a non-negative integer, got {loop_steps!r}")
     from topovae.hardware import cpu_model, has_bf16_matrix_units
+    from topovae.memory import keep_freed_memory
     from topovae.models.tvae import TVAE, TVAEConfig
+
+    keeps_freed_memory = keep_freed_memory()  # as `topovae train` does, before anything is timed
 
     def say(message: str) -> None:
         if progress:
@@ -294,6 +298,7 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
         else None,
         "loop_timed_steps": loop.get("loop_timed_steps"),
         "has_bf16_matrix_units": has_bf16_matrix_units(),
+        "keeps_freed_memory": keeps_freed_memory,
         # minima are less sensitive to other processes sharing the cores
         "train_step_min_ms": min(step_ms),
         "matmul_bound_min_ms": min(bound_ms),

@@ -57,7 +57,9 @@ def evaluate_model(model: torch.nn.Module, experiment: ExperimentConfig, *,
     """Every registered measurement of ``model`` on the test split of ``experiment``
     (a JSON-able dict: the values of ``metrics.json``)."""
     from topovae.data.loaders import build_data
+    from topovae.memory import keep_freed_memory
 
+    keep_freed_memory()  # as in training: no page faults for the importance sampler's tensors
     ev = experiment.evaluate
     started = time.perf_counter()
     torch.manual_seed(ev.seed)

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from topovae.data.loaders import build_data
 from topovae.hardware import bf16_advice, cpu_name
 from topovae.io import atomic_write_text
+from topovae.memory import keep_freed_memory
 from topovae.models.base import build_model
 from topovae.rundir import CHECKPOINT_DIR, TRAIN_SUMMARY_FILE, RunDir, read_run_config
 from topovae.training.background_checkpoint import BackgroundCheckpointIO, CheckpointWriteWatch
@@ -225,6 +226,7 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     # step took 94 ms instead of 49 from step ~650 on. Flushing them to zero changes no number
     # that matters (they are 1e-38 of the values around them) and keeps the step at its speed.
     torch.set_flush_denormal(True)
+    keep_freed_memory()  # no page faults for a step's tensors (topovae/memory.py)
     model = build_model(experiment.model.name, experiment.model.config)
     bundle = build_data(experiment.data, seed=cfg.seed)
     module = TopoVAEModule(model, cfg)
