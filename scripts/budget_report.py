@@ -45,7 +45,7 @@ LABELS = {
 SHIFTING = ("tvae-Lshort-mnist-cpu", "tvae-Lpartial-mnist-cpu")
 OTHERS = ("vae-mnist-cpu", "tvae-L0-mnist-cpu", "bubbles-mnist-cpu")
 CHANCE_TOLERANCE = 0.05  # as the results page: "at chance" = mean ratio within 0.05 of 1
-DSPRITES_FACTORS = ("posX", "posY", "orientation", "scale")
+DSPRITES_FACTORS = ("pos_x", "pos_y", "orientation", "scale")  # keys of per_transformation
 
 Point = dict[str, Any]
 
@@ -121,6 +121,56 @@ def table2_at(points: Sequence[Point], step: int) -> str:
             cells = [fmt(values(group, m[1]), m[2]) for m in TABLE2_MEASURES]
             lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def per_factor(factor: str, name: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """A measure of the test sequences that step one factor (``per_transformation``)."""
+    def get(metrics: Mapping[str, Any]) -> float | None:
+        value = metrics.get("per_transformation", {}).get(factor, {}).get(name)
+        return None if value is None else float(value)
+    return get
+
+
+def table2_factors_at(points: Sequence[Point], step: int) -> str:
+    """The capsule-offset correlation per dSprites factor at ``step``, ours and the paper's
+    protocol (with its random-code control), mean ± sd over the seeds evaluated there."""
+    grouped = by_model_step(points)
+    head = [f"{f} {which}" for f in DSPRITES_FACTORS for which in ("ours", "paper", "paper random")]
+    lines = ["| model | seeds | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 2)]
+    for model, label in DSPRITES_LABELS.items():
+        group = grouped.get((model, step), [])
+        if not group:
+            continue
+        seeds = ",".join(str(p["seed"]) for p in sorted(group, key=lambda p: p["seed"]))
+        cells = [fmt(values(group, per_factor(f, name)), 3) for f in DSPRITES_FACTORS
+                 for name in ("capsule_offset_correlation",
+                              "capsule_offset_correlation_paper_protocol",
+                              "capsule_offset_correlation_paper_protocol_random")]
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def table2_claims_at(points: Sequence[Point], step: int) -> str:
+    """Table 2's claims at ``step`` (``topovae.report.claims``: ours, then the paper's protocol),
+    decided on the means over the seeds evaluated there, as on the results page."""
+    from topovae.report.claims import paper_protocol_claims, render_claims, table2_claims
+
+    groups = []
+    for (model, at), group in by_model_step(points).items():
+        if at != step or not model.endswith("-dsprites-cpu"):
+            continue
+        summary = {}
+        for name in ("equivariance_ratio", "capsule_offset_correlation",
+                     "capsule_offset_correlation_paper_protocol"):
+            got = values(group, key(name))
+            if got:
+                mean, sd = mean_sd(got)
+                summary[name] = {"mean": mean, "std": sd}
+        groups.append({"preset": model, "metrics": summary})
+    if not groups:
+        return ""
+    return "\n".join([render_claims(table2_claims(groups, "cpu")),
+                      render_claims(paper_protocol_claims(groups, "table2", "cpu"))])
 
 
 def read_points(root: Path) -> list[Point]:
@@ -369,7 +419,10 @@ def main() -> None:
             text += [f"\n## MNIST rows at {step:,} steps\n", table_at(points, step, models)]
     table2 = table2_at(points, 2000)
     if table2:
-        text += ["\n## Table 2 (dSprites) at 2,000 steps\n", table2]
+        text += ["\n## Table 2 (dSprites) at 2,000 steps\n", table2,
+                 "\n## Table 2: capsule-offset correlation per factor at 2,000 steps\n",
+                 table2_factors_at(points, 2000),
+                 "\n## Claims of Table 2 at 2,000 steps\n", table2_claims_at(points, 2000)]
     full = sorted({p["step"] for p in points if p["model"].endswith("-mnist-full")})
     for step in full:
         text += [f"\n## The paper's optimisation at {step:,} steps\n",
