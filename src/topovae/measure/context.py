@@ -119,6 +119,20 @@ class EvaluationContext:
             return torch.cat([self.model(x[i:i + b]).codes for i in range(0, len(x), b)])
         return self.cached("sampled_codes", sample)
 
+    def untrained_sampled_codes(self) -> torch.Tensor:
+        """Codes sampled from the untrained twin, ``(N, S, n_caps, cap_dim)``: what the
+        architecture's own sampling gives before any learning. Drawn from generators of their
+        own (seeded with the evaluation seed), so the measurements after it see the global
+        generators as if it had not run."""
+        def sample() -> torch.Tensor:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                twin = self.untrained()
+                torch.manual_seed(self.seed)
+                x, b = self.x, self.batch_size
+                return torch.cat([twin(x[i:i + b]).codes for i in range(0, len(x), b)])
+        return self.cached("untrained_sampled_codes", sample)
+
     def untrained(self) -> torch.nn.Module:
         """The untrained twin, on the test device, in eval mode (see the module for the RNG)."""
         from topovae.models.base import build_model

@@ -1,6 +1,7 @@
 """Equivariance of the capsule codes: E_eq, its shuffled control and ratio (with the untrained
 twin's ratio), the same per transformation, and the capsule-offset correlations (ours and the
-original code's, each with its random-code control)."""
+original code's, each with its random-code control, the original's also with the untrained
+network's sampled codes)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ _CORR, _ACC = "capsule_offset_correlation", "capsule_offset_accuracy"
 _CORR_RANDOM = "capsule_offset_correlation_random"
 _PAPER = "capsule_offset_correlation_paper_protocol"
 _PAPER_RANDOM = "capsule_offset_correlation_paper_protocol_random"
+_PAPER_UNTRAINED = "capsule_offset_correlation_paper_protocol_untrained"
 _SQ = "squared distance between normalised codes"
 _CORRELATION = "correlation (-1 to 1)"
 
@@ -104,7 +106,7 @@ class CapsuleOffsets(Measurement):
     name = "capsule_offsets"
     requires = CapsuleCodes
     order = 40
-    writes = (_CORR, _ACC, _CORR_RANDOM, _PAPER, _PAPER_RANDOM)
+    writes = (_CORR, _ACC, _CORR_RANDOM, _PAPER, _PAPER_RANDOM, _PAPER_UNTRAINED)
     columns = (
         Column(_CORR, "capsule offset correlation", _CORRELATION, 3, False, "equivariance",
                "Correlation between how far a factor changed and how far the capsules rolled "
@@ -116,12 +118,20 @@ class CapsuleOffsets(Measurement):
                short="capsule offset corr. random codes", views=frozenset({"compare"})),
         Column(_PAPER, "capsule offset correlation (paper's protocol)", _CORRELATION, 3, False,
                "equivariance", "The same correlation measured as the paper does.",
-               (Control(_CORR, "our protocol"), Control(_PAPER_RANDOM, "random codes")),
+               (Control(_CORR, "our protocol"), Control(_PAPER_RANDOM, "random codes"),
+                Control(_PAPER_UNTRAINED, "untrained network")),
                short="capsule offset corr. paper protocol"),
         Column(_PAPER_RANDOM, "capsule offset correlation (paper's protocol), random codes",
                _CORRELATION, 3, None, "equivariance",
                "The paper's correlation for Gaussian codes (its chance level).",
                short="capsule offset corr. paper protocol random codes",
+               views=frozenset({"compare"})),
+        Column(_PAPER_UNTRAINED, "capsule offset correlation (paper's protocol), untrained",
+               _CORRELATION, 3, None, "equivariance",
+               "The paper's correlation for codes sampled from the same architecture untrained: "
+               "with shifting temporal windows the sampling alone rolls the codes with the "
+               "frame index, so this is the level learning must be compared with.",
+               short="capsule offset corr. paper protocol untrained",
                views=frozenset({"compare"})),
         Column(_ACC, "capsule offset accuracy", "fraction (0 to 1)", 3, False, "equivariance",
                "How often the roll that best aligns two codes equals the change of the factor.",
@@ -146,18 +156,23 @@ class CapsuleOffsets(Measurement):
         out[_CORR_RANDOM] = finite(float(capsule_offset_correlation(random_codes)["correlation"]))
         paper = ctx.cached("offsets_paper_protocol", lambda: offsets_paper_protocol(
             ctx.sampled_codes(), ctx.factors, ctx.seed, ctx.traits.factor_grid,
-            ctx.traits.stepped_factors))
-        for key in (_PAPER, _PAPER_RANDOM):
-            values = [entry[key] for entry in paper.values() if entry[key] is not None]
+            ctx.traits.stepped_factors, untrained=ctx.untrained_sampled_codes()))
+        for key in (_PAPER, _PAPER_RANDOM, _PAPER_UNTRAINED):
+            values = [entry[key] for entry in paper.values() if entry.get(key) is not None]
             out[key] = float(np.mean(values)) if values else None
         return out
 
 
 def offsets_paper_protocol(sampled: torch.Tensor, factors: dict[str, torch.Tensor], seed: int,
                            grid: Mapping[str, np.ndarray] | None = None,
-                           stepped: tuple[str, ...] | None = None) -> dict[str, Any]:
+                           stepped: tuple[str, ...] | None = None,
+                           untrained: torch.Tensor | None = None) -> dict[str, Any]:
     """The original code's capsule correlation per stepped factor (default: dSprites'), on codes
-    sampled from ``q``, and on Gaussian codes of the same shape and factors (its chance level)."""
+    sampled from ``q``, on Gaussian codes of the same shape and factors (its chance level) and,
+    given ``untrained`` (codes sampled from the untrained twin), on those: with shifting
+    temporal windows the sampled ``u`` of neighbouring frames enter each frame's code rolled by
+    their frame offset, so sampled codes roll with the frame index before any learning, and
+    this estimator, which uses sampled codes, scores that too (docs/metrics.md)."""
     from topovae.data.sequences import sequence_traits
     from topovae.metrics.equivariance import capsule_offset_correlation_paper_protocol
 
@@ -181,6 +196,10 @@ def offsets_paper_protocol(sampled: torch.Tensor, factors: dict[str, torch.Tenso
         out[name] = {_PAPER: finite(trained["correlation"]),
                      _PAPER_RANDOM: finite(chance["correlation"]),
                      "paper_protocol_n_sequences": trained["n_sequences"]}
+        if untrained is not None:
+            before = capsule_offset_correlation_paper_protocol(
+                untrained[rows.to(untrained.device)], index)
+            out[name][_PAPER_UNTRAINED] = finite(before["correlation"])
     return out
 
 
@@ -237,6 +256,8 @@ per_transformation_columns(
            "The original code's correlation on sampled codes."),
     Column(_PAPER_RANDOM, "corr. paper protocol random codes", "correlation", 3, None,
            "equivariance", "The same for Gaussian codes."),
+    Column(_PAPER_UNTRAINED, "corr. paper protocol untrained", "correlation", 3, None,
+           "equivariance", "The same for codes sampled from the untrained network."),
     Column("paper_protocol_n_sequences", "sequences (paper protocol)", "count", 0, None,
            "equivariance", "Test sequences the original code's correlation used.",
            views=frozenset({"report"})),
