@@ -58,3 +58,4 @@ def test_keep_freed_memory_is_idempotent():
     from topovae.memory import keep_freed_memory
 
     assert keep_freed_memory() == keep_freed_memory()
+
