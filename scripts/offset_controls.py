@@ -23,27 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from topovae.data.loaders import build_data
+from topovae.data.sequences import sequence_traits
 from topovae.measure.context import EvaluationContext, collect_test_sequences
-from topovae.measure.equivariance import offsets_paper_protocol, per_transformation
+from topovae.metrics.equivariance import (
+    capsule_offset_correlation,
+    capsule_offset_correlation_paper_protocol,
+)
 from topovae.rundir import RunDir
-
-_PAPER = "capsule_offset_correlation_paper_protocol"
-
-
-def _number(value: float | None) -> float | None:
-    """Rounded; ``None`` stays ``None`` (a constant side: no correlation defined)."""
-    return None if value is None or not math.isfinite(value) else round(float(value), 3)
 
 
 def controls(run: Path) -> dict:
-    """The controls of every stepped factor of ``run``'s test sequences (see the module)."""
     run_dir = RunDir(run)
     experiment = run_dir.config
     model = run_dir.model().eval()
@@ -53,28 +48,34 @@ def controls(run: Path) -> dict:
     bundle = build_data(experiment.data, seed=ev.seed)
     x, factors = collect_test_sequences(bundle, ev.n_eval_sequences)
     ctx = EvaluationContext(model, experiment, bundle, x, factors, ())
-    grid, stepped = ctx.traits.factor_grid, ctx.traits.stepped_factors
+    traits = sequence_traits("dsprites")
     with torch.no_grad():
-        sampled, means = ctx.sampled_codes(), ctx.codes()
-        untrained = ctx.untrained_sampled_codes()
+        sampled, means = ctx.sampled_codes().double(), ctx.codes().double()
+        twin, b = ctx.untrained(), ctx.batch_size
+        untrained = torch.cat([twin(x[i:i + b]).codes for i in range(0, len(x), b)]).double()
     generator = torch.Generator().manual_seed(ev.seed)
     order = torch.argsort(torch.rand(sampled.shape[:2], generator=generator), dim=1)
     shuffled = sampled.gather(1, order[..., None, None].expand_as(sampled))
-    # the measurements of `topovae evaluate` on each set of codes (same rows, indices, seeds)
-    on_samples = offsets_paper_protocol(sampled, factors, ev.seed, grid, stepped,
-                                        untrained=untrained)
-    on_means = offsets_paper_protocol(means, factors, ev.seed, grid, stepped)
-    on_shuffled = offsets_paper_protocol(shuffled, factors, ev.seed, grid, stepped)
-    ours = per_transformation(means, factors, experiment, ev.seed)
-    return {name: {
-        "sequences": entry["paper_protocol_n_sequences"],
-        "ours": _number(ours.get(name, {}).get("capsule_offset_correlation")),
-        "paper, sampled": _number(entry[_PAPER]),
-        "paper, means": _number(on_means[name][_PAPER]),
-        "paper, frames shuffled": _number(on_shuffled[name][_PAPER]),
-        "paper, untrained, sampled": _number(entry[_PAPER + "_untrained"]),
-        "paper, random": _number(entry[_PAPER + "_random"]),
-    } for name, entry in on_samples.items()}
+    random_codes = torch.randn(sampled.shape, generator=generator, dtype=torch.float64)
+    out = {}
+    for k, name in enumerate(traits.stepped_factors):
+        rows = factors["varied"][:, 0] == k
+        index = torch.from_numpy(np.searchsorted(traits.factor_grid[name],
+                                                 factors[name][rows].numpy()))
+
+        def paper(codes: torch.Tensor, rows: torch.Tensor = rows,
+                  index: torch.Tensor = index) -> float:
+            value = capsule_offset_correlation_paper_protocol(codes[rows], index)["correlation"]
+            return round(float(value), 3)
+
+        out[name] = {"sequences": int(rows.sum()),
+                     "ours": round(float(capsule_offset_correlation(means[rows])["correlation"]),
+                                   3),
+                     "paper, sampled": paper(sampled), "paper, means": paper(means),
+                     "paper, frames shuffled": paper(shuffled),
+                     "paper, untrained, sampled": paper(untrained),
+                     "paper, random": paper(random_codes)}
+    return out
 
 
 def main() -> None:
