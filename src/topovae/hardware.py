@@ -61,4 +61,4 @@ def bf16_advice(precision: str, accelerator: str) -> str | None:
     if has_bf16_matrix_units():
         return None
     return ("note: this CPU has no bfloat16 matrix units (AMX); bf16-mixed will be slower than "
-            "32-true here")
+            "32-true here (a step took 13x as long on a 2-core AMD EPYC)")
