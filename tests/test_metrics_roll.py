@@ -153,3 +153,29 @@ def test_static_control_is_beaten_by_an_equivariant_model():
     still = make_sequences(model, batch=5, n_frames=8, roll_per_step=0)
     flat = roll_prediction(model, still, shifts=[0])
     assert abs(flat.nll_static - flat.nll) < 1e-9
+
+
+class BlurringModel(LinearCapsuleModel):
+    """Decodes every code to the mean of its units (a flat grey per capsule): rolled codes of
+    any direction decode alike, so no roll can tell +k from -k."""
+
+    def decode(self, t: torch.Tensor) -> torch.Tensor:
+        flat = t.mean(-1, keepdim=True).expand_as(t).flatten(-2).to(torch.float64)
+        return flat.reshape(*t.shape[:-2], *IMAGE)
+
+
+def test_reversed_roll_separates_direction_from_blur():
+    model = LinearCapsuleModel()
+    x = make_sequences(model, batch=5, n_frames=8, roll_per_step=1)
+    result = roll_prediction(model, x)
+    # the code rolls with the frames: rolling the other way lands on frame -k, not frame k
+    assert result.nll_reversed > result.nll + 1.0
+    assert result.nll_reversed_per_shift.shape == (7,)
+    # k and -k are the same roll at k = S/2 when the capsule has S units: identical there
+    six = make_sequences(model, batch=3, n_frames=CAP_DIM, roll_per_step=1)
+    half = roll_prediction(model, six, shifts=[CAP_DIM // 2])
+    assert abs(half.nll_reversed - half.nll) < 1e-9
+    # a decoder that ignores the order of the units: both directions score exactly alike
+    blur = roll_prediction(BlurringModel(), x)
+    assert torch.allclose(blur.nll_reversed_per_shift, blur.nll_per_shift, rtol=0, atol=1e-9)
+    assert "nll_reversed" in result.to_dict()

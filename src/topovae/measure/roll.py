@@ -17,8 +17,9 @@ __all__ = ["RollPrediction", "OperatorPrediction", "roll_prediction_means",
 
 _NATS = "nats per image"
 _STATIC = "roll_prediction_nll_static"
+_REVERSED = "roll_prediction_nll_reversed"
 _KEYS = ("roll_prediction_nll", "roll_prediction_mse", _STATIC,
-         "roll_prediction_nll_sequence_context")
+         "roll_prediction_nll_sequence_context", _REVERSED)
 
 
 def roll_prediction_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int
@@ -27,7 +28,8 @@ def roll_prediction_means(model: torch.nn.Module, x: torch.Tensor, batch_size: i
     context), averaged over the sequences of ``x`` in batches."""
     from topovae.metrics.roll import roll_prediction
 
-    sums = {"nll": 0.0, "mse": 0.0, "nll_static": 0.0, "nll_sequence_context": 0.0}
+    sums = {"nll": 0.0, "mse": 0.0, "nll_static": 0.0, "nll_sequence_context": 0.0,
+            "nll_reversed": 0.0}
     for i in range(0, len(x), batch_size):
         chunk = x[i:i + batch_size]
         strict = roll_prediction(model, chunk, n_keep=0, context="first_frame")
@@ -35,6 +37,7 @@ def roll_prediction_means(model: torch.nn.Module, x: torch.Tensor, batch_size: i
         sums["nll"] += strict.nll * len(chunk)
         sums["mse"] += strict.mse * len(chunk)
         sums["nll_static"] += strict.nll_static * len(chunk)
+        sums["nll_reversed"] += strict.nll_reversed * len(chunk)
         sums["nll_sequence_context"] += informed.nll * len(chunk)
     return {f"roll_prediction_{key}": value / len(x) for key, value in sums.items()}
 
@@ -49,12 +52,18 @@ class RollPrediction(Measurement):
         Column("roll_prediction_nll", "roll prediction NLL", _NATS, 1, True, "prediction",
                "Frame 0 encoded alone, every capsule rolled by k, decoded: negative "
                "log-likelihood of the true frame k, mean over k = 1..S-1.",
-               (Control(_STATIC, "predicting no change"),), short="roll-prediction NLL",
+               (Control(_STATIC, "predicting no change"),
+                Control(_REVERSED, "rolling the other way")), short="roll-prediction NLL",
                short_digits=2, views=frozenset({"report", "compare", "runs"}), optional=False),
         Column(_STATIC, "no-roll prediction NLL", _NATS, 1, True, "prediction",
                "The same for the unrolled code of frame 0 (predicting that nothing changes).",
                short="no-roll NLL", short_digits=2, views=frozenset({"compare"}),
                optional=False),
+        Column(_REVERSED, "reversed-roll prediction NLL", _NATS, 1, True, "prediction",
+               "The same with every capsule rolled the other way (-k): a code that rolls with "
+               "the transformation predicts frame k from +k only; a gain over no change that "
+               "this control shares (blurrier decodes of rolled codes) is not equivariance.",
+               short="reversed-roll NLL", short_digits=2, views=frozenset({"compare", "report"})),
         Column("roll_prediction_nll_sequence_context", "roll prediction NLL, code from the "
                "sequence", _NATS, 1, True, "prediction",
                "The same with frame 0's code computed from its whole sequence, as in training "

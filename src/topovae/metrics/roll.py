@@ -46,6 +46,12 @@ class RollPrediction:
         nll_static_per_shift: the same NLL for the *unrolled* code of frame 0 (predicting that
             nothing changes): the control a roll prediction must beat.
         nll_static: mean of ``nll_static_per_shift``.
+        nll_reversed_per_shift: the same NLL with every capsule rolled the *other* way
+            (``-k``): a code that rolls with the transformation predicts frame ``k`` from ``+k``
+            and not from ``-k``; a code that carries no direction (or a decoder whose rolled
+            decodes are merely blurrier than frame 0's) scores both alike. A gain over
+            ``nll_static`` that ``nll_reversed`` shares is not equivariance.
+        nll_reversed: mean of ``nll_reversed_per_shift``.
         context: how frame 0's code was computed (see :func:`roll_prediction`).
         predictions: ``(n_keep, len(shifts), C, H, W)`` decoded probabilities of the first
             sequences, for figures.
@@ -62,14 +68,18 @@ class RollPrediction:
     nll_static_per_shift: torch.Tensor
     nll_static: float
     context: str
+    nll_reversed_per_shift: torch.Tensor
+    nll_reversed: float
 
     def to_dict(self) -> dict[str, float | list[float] | list[int]]:
         """The scalar results as plain Python values (for ``metrics.json``)."""
         return {"shifts": list(self.shifts), "nll": self.nll, "mse": self.mse,
-                "nll_static": self.nll_static, "context": self.context,
+                "nll_static": self.nll_static, "nll_reversed": self.nll_reversed,
+                "context": self.context,
                 "nll_per_shift": self.nll_per_shift.tolist(),
                 "mse_per_shift": self.mse_per_shift.tolist(),
-                "nll_static_per_shift": self.nll_static_per_shift.tolist()}
+                "nll_static_per_shift": self.nll_static_per_shift.tolist(),
+                "nll_reversed_per_shift": self.nll_reversed_per_shift.tolist()}
 
 
 def roll_prediction(
@@ -145,6 +155,10 @@ def roll_prediction(
                 static_logits.unsqueeze(1).expand_as(targets), targets, reduction="none"
             )
             nll_static_per_shift = static.flatten(2).sum(-1).mean(0)
+            reversed_logits = model.decode(
+                torch.stack([torch.roll(first, shifts=-k, dims=-1) for k in shifts], dim=1))
+            nll_reversed_per_shift = F.binary_cross_entropy_with_logits(
+                reversed_logits, targets, reduction="none").flatten(2).sum(-1).mean(0)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -160,4 +174,6 @@ def roll_prediction(
         nll_static_per_shift=nll_static_per_shift.detach().cpu(),
         nll_static=nll_static_per_shift.mean().item(),
         context=context,
+        nll_reversed_per_shift=nll_reversed_per_shift.detach().cpu(),
+        nll_reversed=nll_reversed_per_shift.mean().item(),
     )
