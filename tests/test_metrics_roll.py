@@ -142,10 +142,16 @@ def test_smoke_on_a_tiny_tvae():
         roll_prediction(model, x, context="future")
 
 
-def test_static_control_is_beaten_by_an_equivariant_model():
+def _equivariant_prediction() -> tuple[LinearCapsuleModel, torch.Tensor, RollPrediction]:
+    """An exactly equivariant model, 5 sequences of 8 frames rolled one unit a frame, and the
+    roll prediction of them."""
     model = LinearCapsuleModel()
     x = make_sequences(model, batch=5, n_frames=8, roll_per_step=1)
-    result = roll_prediction(model, x)
+    return model, x, roll_prediction(model, x)
+
+
+def test_static_control_is_beaten_by_an_equivariant_model():
+    model, _, result = _equivariant_prediction()
     # predicting "nothing changes" is far worse than the exact roll prediction
     assert result.nll_static > result.nll + 1.0
     assert result.nll_static_per_shift.shape == (7,)
@@ -165,9 +171,7 @@ class BlurringModel(LinearCapsuleModel):
 
 
 def test_reversed_roll_separates_direction_from_blur():
-    model = LinearCapsuleModel()
-    x = make_sequences(model, batch=5, n_frames=8, roll_per_step=1)
-    result = roll_prediction(model, x)
+    model, x, result = _equivariant_prediction()
     # the code rolls with the frames: rolling the other way lands on frame -k, not frame k
     assert result.nll_reversed > result.nll + 1.0
     assert result.nll_reversed_per_shift.shape == (7,)
