@@ -2,9 +2,12 @@
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from topovae.data.transforms import (
+    affine_grid,
     colorize_red,
     hue_matrices,
     perspective,
@@ -94,3 +97,41 @@ def test_perspective_is_a_rotation_when_phi_is_zero_and_foreshortens():
     turned = perspective(x, math.radians(60), 0.0)
     assert turned.sum() < 0.75 * x.sum()  # foreshortened about the vertical axis
     assert perspective(x, math.pi / 2, 0.0).sum() < 1e-3 * x.sum()  # edge-on: nothing visible
+
+
+@pytest.mark.parametrize("height,width", [(28, 28), (64, 64), (5, 9), (1, 3)])
+def test_affine_grid_is_torchs_affine_grid(height, width):
+    # any affine map, translation included, and sizes that are not square
+    theta = torch.randn(17, 2, 3, generator=torch.Generator().manual_seed(height * width))
+    expected = F.affine_grid(theta, [17, 1, height, width], align_corners=False)
+    got = affine_grid(theta, height, width)
+    assert got.shape == expected.shape
+    # the same products added in the same order: equal to float32 rounding (bit for bit on the
+    # CPUs tried; a matrix-multiply kernel with fused multiply-adds may round differently)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_affine_grid_rejects_a_wrong_theta():
+    with pytest.raises(ValueError, match="theta must be"):
+        affine_grid(torch.zeros(4, 3, 3), 8, 8)
+
+
+def test_warps_agree_with_torchs_affine_grid_path():
+    x = blob_image(6)
+    angle = torch.linspace(-3.0, 3.0, 6)
+    scale = torch.linspace(0.6, 1.4, 6)
+    from topovae.data.transforms import perspective_homographies, rotation_scale_matrices
+
+    theta = rotation_scale_matrices(angle, scale)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert torch.allclose(rotate_scale(x, angle, scale), expected, rtol=0, atol=1e-6)
+    # the perspective warp's pixel centres are affine_grid's identity grid
+    identity = torch.eye(2, 3).expand(6, 2, 3)
+    base = F.affine_grid(identity, [6, 1, 28, 28], align_corners=False).reshape(6, -1, 2)
+    h = perspective_homographies(torch.full((6,), 0.4), angle)
+    points = torch.cat([base, torch.ones_like(base[..., :1])], -1)
+    source = points @ torch.linalg.inv(h).transpose(1, 2)
+    grid = (source[..., :2] / source[..., 2:]).reshape(6, 28, 28, 2)
+    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert torch.allclose(perspective(x, 0.4, angle), expected, rtol=0, atol=1e-4)

