@@ -84,9 +84,16 @@ def test_loop_timing_counts_the_steps_it_times(mnist_dir: Path) -> None:
             "data.seq_len": 4, "data.batch_size": 2, "model.config.n_caps": 2,
             "model.config.cap_dim": 4, "model.config.seq_len": 4,
             "model.config.time_window": 3, "train.val_batches": 1}
-    timing = time_training_loop("tvae-demo", steps=4, warmup=2, overrides=tiny)
+    timing = time_training_loop("tvae-demo", steps=4, warmup=2, overrides=tiny,
+                                whole_intervals=False)
     assert timing["loop_timed_steps"] == 4
     assert timing["loop_steps_trained"] == 6
     assert timing["loop_step_ms"] > 0 and timing["loop_step_median_ms"] > 0
+    # by default the window grows to a whole checkpoint interval and evaluation interval
+    tiny.update({"train.checkpoint_every_n_steps": 5, "train.eval_every_n_steps": 3})
+    timing = time_training_loop("tvae-demo", steps=2, warmup=2, overrides=tiny)
+    assert timing["loop_timed_steps"] == 5 and timing["loop_steps_trained"] == 7
+    assert timing["checkpoints_timed"] == 1  # step 5 of steps 3..7
+    assert timing["evaluations_timed"] == 2  # steps 3 and 6
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         time_training_loop("tvae-demo", steps=0)

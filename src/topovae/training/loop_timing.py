@@ -33,8 +33,13 @@ class StepTimer(L.Callback):
 
 def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: int = 30,
                        precision: str = "32-true", seed: int = 0,
-                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                       overrides: dict[str, Any] | None = None,
+                       whole_intervals: bool = True) -> dict[str, Any]:
     """Train ``preset`` for ``warmup + steps`` steps and time the last ``steps`` of them.
+
+    With ``whole_intervals`` the window is lengthened, where needed, to the preset's checkpoint
+    and periodic-evaluation intervals, so that the mean holds at least one of each as a user's
+    run does (``checkpoints_timed`` and ``evaluations_timed`` say how many it held).
 
     ``overrides`` are dotted config paths (``{"data.data_dir": "...", "data.source": "mnist"}``)
     applied on top of the preset; the step limit, precision and seed are set here and the
@@ -50,6 +55,10 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     settings: dict[str, Any] = dict(overrides or {})
+    if whole_intervals:
+        train = load_preset(preset).with_overrides(settings).train
+        steps = max([steps, train.checkpoint_every_n_steps]
+                    + ([train.eval_every_n_steps] if train.eval_every_n_steps else []))
     settings.update({"train.max_steps": warmup + steps, "train.max_time": None,
                      "train.precision": precision, "train.seed": seed,
                      "train.progress_bar": False})
@@ -73,6 +82,15 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
         "loop_warmup_steps": warmup,
         "loop_steps_trained": result.steps,
         "checkpoint_every_n_steps": experiment.train.checkpoint_every_n_steps,
+        "checkpoints_timed": _multiples_in(warmup, warmup + steps,
+                                           experiment.train.checkpoint_every_n_steps),
+        "evaluations_timed": _multiples_in(warmup, warmup + steps,
+                                           experiment.train.eval_every_n_steps),
         "log_every_n_steps": experiment.train.log_every_n_steps,
         "val_batches": experiment.train.val_batches,
     }
+
+
+def _multiples_in(first: int, last: int, every: int | None) -> int:
+    """How many multiples of ``every`` lie in ``(first, last]`` (the steps of the window)."""
+    return last // every - first // every if every else 0
