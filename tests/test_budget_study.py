@@ -193,3 +193,20 @@ def test_table2_claims_are_decided_on_the_points_means(tmp_path):
     # L = 1/6 S (0.25) is below BubbleVAE (0.3), so that claim fails
     assert verdicts == ["holds", "holds", "holds", "does not hold"], lines
     assert report.table2_claims_at(report.read_points(tmp_path), 3000) == ""
+
+
+def test_gain_over_the_reversed_roll_is_its_own_column(tmp_path):
+    _point(tmp_path, "tvae-Lshort-mnist-cpu", 0, 3000, equivariance_ratio=0.5,
+           roll_prediction_nll=400.0, roll_prediction_nll_static=450.0,
+           roll_prediction_nll_reversed=420.0)
+    _point(tmp_path, "tvae-Lshort-mnist-cpu", 1, 3000, equivariance_ratio=0.5,
+           roll_prediction_nll=400.0, roll_prediction_nll_static=450.0,
+           roll_prediction_nll_reversed=430.0)
+    _point(tmp_path, "vae-mnist-cpu", 0, 3000, equivariance_ratio=1.0,
+           roll_prediction_nll=400.0, roll_prediction_nll_static=450.0)  # measured before it
+    table = report.table_at(report.read_points(tmp_path), 3000,
+                            ["vae-mnist-cpu", "tvae-Lshort-mnist-cpu"])
+    head, _, vae, tvae = table.splitlines()[:4]
+    assert head.rstrip(" |").endswith("gain over reversed")
+    assert tvae.rstrip(" |").endswith("25.0 ± 7.1")  # 420 - 400 and 430 - 400
+    assert vae.rstrip(" |").endswith("-")
