@@ -156,7 +156,6 @@ class TopoVAEModule(L.LightningModule):
         self.train_batches: EpochBatches | None = None
         self.batches_done_in_epoch = 0  # batches trained on in the current epoch
         self._step_values: dict[str, torch.Tensor | float] = {}  # logged by the last step
-        self.last_loss: torch.Tensor | None = None  # the loss of the last training step
 
     # -- optimisation -------------------------------------------------------------------------
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -214,8 +213,8 @@ class TopoVAEModule(L.LightningModule):
     def _logs_this_step(self) -> bool:
         """Whether Lightning writes this training step's logged values to the loggers (every
         ``log_every_n_steps``-th step). Values logged on the other steps would only be thrown
-        away, after Lightning's bookkeeping of each ``self.log`` call; the progress bar shows the
-        loss of the last such step, and :attr:`last_loss` holds the loss of the last step."""
+        away, after Lightning's bookkeeping of each ``self.log`` call; ``loss`` is logged at
+        every step all the same, for the progress bar and the run's last loss."""
         trainer = self._trainer
         if trainer is None:
             return True
@@ -241,13 +240,9 @@ class TopoVAEModule(L.LightningModule):
                 aux_opt.zero_grad()
                 self.manual_backward(aux_loss)
                 aux_opt.step()
-                if self._logs_this_step():
-                    self._log_step("train/aux_loss", aux_loss.detach(), batch_size=batch_size)
-        self.last_loss = loss.detach()
-        # only on the steps the loggers write: each `self.log` costs 0.7-1.6 ms of Lightning's
-        # bookkeeping, 1-2% of a training step when done at every step
-        if self._logs_this_step():
-            self._log_step("loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+                self._log_step("train/aux_loss", aux_loss.detach(), batch_size=batch_size)
+        self._log_step("loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        if self._logs_this_step():  # the other scalars only on the steps the loggers write
             for name, value in out.terms.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     self._log_step(f"train/{name}", value.detach().float(),

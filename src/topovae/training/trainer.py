@@ -344,7 +344,8 @@ def fit(experiment: ExperimentConfig, run_dir: str | Path, *, resume: bool = Fal
     digests = list(distributed.digests)  # every rank's, gathered at the end of training
     if trainer.is_global_zero:
         model.cpu().save(run_dir)
-    last_loss = float(module.last_loss) if module.last_loss is not None else None
+    metrics = trainer.callback_metrics
+    last_loss = float(metrics["loss"]) if "loss" in metrics else None
     if trainer.is_global_zero:
         _write_train_summary(run_dir, trainer, time.perf_counter() - started, steps_fn(),
                              resume=resume, epochs=_epochs_completed(steps_fn(), train_batches),
