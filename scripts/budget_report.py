@@ -50,17 +50,18 @@ DSPRITES_FACTORS = ("pos_x", "pos_y", "orientation", "scale")  # keys of per_tra
 Point = dict[str, Any]
 
 
-def gain(metrics: Mapping[str, Any]) -> float | None:
-    """Roll-prediction gain over "no change", nats per image (positive: rolling helps)."""
-    a, b = metrics.get("roll_prediction_nll_static"), metrics.get("roll_prediction_nll")
-    return None if a is None or b is None else float(a) - float(b)
+def gain_over(control: str) -> Callable[[Mapping[str, Any]], float | None]:
+    """Roll-prediction gain over a control prediction (``metrics[control]``), nats per image
+    (positive: rolling helps; ``None`` for points measured before the control existed)."""
+    def get(metrics: Mapping[str, Any]) -> float | None:
+        a, b = metrics.get(control), metrics.get("roll_prediction_nll")
+        return None if a is None or b is None else float(a) - float(b)
+    return get
 
 
-def gain_over_reversed(metrics: Mapping[str, Any]) -> float | None:
-    """Roll-prediction gain over rolling the other way, nats per image: what the direction of
-    the roll adds beyond blurring the code (``None`` for points measured before it existed)."""
-    a, b = metrics.get("roll_prediction_nll_reversed"), metrics.get("roll_prediction_nll")
-    return None if a is None or b is None else float(a) - float(b)
+#: over "no change", and over rolling the other way (what the roll's direction adds beyond blur)
+gain = gain_over("roll_prediction_nll_static")
+gain_over_reversed = gain_over("roll_prediction_nll_reversed")
 
 
 def key(name: str) -> Callable[[Mapping[str, Any]], float | None]:

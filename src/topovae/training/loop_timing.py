@@ -54,15 +54,14 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
     for name, value in (("steps", steps), ("warmup", warmup)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    settings: dict[str, Any] = dict(overrides or {})
+    experiment = load_preset(preset).with_overrides(dict(overrides or {}))
     if whole_intervals:
-        train = load_preset(preset).with_overrides(settings).train
+        train = experiment.train
         steps = max([steps, train.checkpoint_every_n_steps]
                     + ([train.eval_every_n_steps] if train.eval_every_n_steps else []))
-    settings.update({"train.max_steps": warmup + steps, "train.max_time": None,
-                     "train.precision": precision, "train.seed": seed,
-                     "train.progress_bar": False})
-    experiment = load_preset(preset).with_overrides(settings)
+    experiment = experiment.with_overrides({
+        "train.max_steps": warmup + steps, "train.max_time": None, "train.precision": precision,
+        "train.seed": seed, "train.progress_bar": False})
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="topovae-loop-") as tmp:
         run_dir = create_run_dir(Path(tmp) / "run", experiment)
