@@ -200,24 +200,20 @@ def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> st
             parts += ["Per transformation (the test sequences of each transformation):", "",
                       per_transformation, ""]
         parts += [experiment_details(g) + "\n" for g in members]
-        if presets == TABLE2:
+        claims = {TABLE2: ("Table 2 (dSprites) claims", table2_claims, "table2",
+                           "The same under the paper's estimator"),
+                  TABLE1: ("Table 1 ordering", table1_claims, "table1",
+                           "The likelihood claims under the paper's estimator")}.get(presets)
+        if claims is not None:
+            title, decide, table, paper_title = claims
             variants = sorted({base_preset(str(g.get("preset") or g["group"]))[1]
                                for g in members})
             for variant in variants:
                 name = "the -cpu presets" if variant == "cpu" else "the full-protocol presets"
-                parts += [f"**Table 2 (dSprites) claims ({name})**, decided on the means:", "",
-                          render_claims(table2_claims(members, variant)), ""]
-                parts += [f"The same under the paper's estimator ({name}):", "",
-                          render_claims(paper_protocol_claims(members, "table2", variant)), ""]
-        if presets == TABLE1:
-            variants = sorted({base_preset(str(g.get("preset") or g["group"]))[1]
-                               for g in members})
-            for variant in variants:
-                name = "the -cpu presets" if variant == "cpu" else "the full-protocol presets"
-                parts += [f"**Table 1 ordering ({name})**, decided on the means:", "",
-                          render_claims(table1_claims(members, variant)), ""]
-                parts += [f"The likelihood claims under the paper's estimator ({name}):", "",
-                          render_claims(paper_protocol_claims(members, "table1", variant)), ""]
+                parts += [f"**{title} ({name})**, decided on the means:", "",
+                          render_claims(decide(members, variant)), ""]
+                parts += [f"{paper_title} ({name}):", "",
+                          render_claims(paper_protocol_claims(members, table, variant)), ""]
     others = [g for g in groups if g["group"] not in placed]
     if others:
         parts += ["", "### Other experiments", "", aggregate_table(others), ""]
