@@ -18,6 +18,8 @@ so whatever time is available goes to the most useful points first.
     OMP_NUM_THREADS=1 nice -n 5 python scripts/budget_study.py --out runs/budget \\
         --data-dir /work/shared/data/mnist            # run (or resume) the study
     python scripts/budget_study.py --dry-run          # the stages still to do, in order
+    python scripts/budget_study.py --only "tvae-Lpartial-mnist-full/seed-0$" --max-step 10000 \
+        --data-dir /work/shared/data/mnist            # one run, up to one point (a session's share)
     python scripts/budget_study.py --collect docs/data/budget   # copy the small outputs
 """
 
@@ -178,6 +180,15 @@ def trained_steps(run_dir: Path) -> int:
     return int(json.loads(summary.read_text()).get("steps", 0))
 
 
+def trained_precision(run_dir: Path) -> str:
+    """The precision the run trains in (its own config's ``train.precision``): a run resumed on
+    another kind of machine keeps the precision it started with, whatever the plan says there."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return str(config["train"]["precision"])
+
+
 def do_stage(out: Path, stage: Stage, data_dir: str | None) -> None:
     run_dir = out / "runs" / stage.run
     log = out / "logs" / f"{stage.run.replace('/', '_')}.log"
@@ -224,7 +235,7 @@ def do_stage(out: Path, stage: Stage, data_dir: str | None) -> None:
         "preset": stage.preset,
         "seed": stage.seed,
         "step": stage.step,
-        "precision": stage.precision,
+        "precision": trained_precision(run_dir),
         "overrides": list(stage.overrides),
         "command": "topovae train --preset " + stage.preset + f" --seed {stage.seed} "
         f"--max-steps {stage.step} " + " ".join(stage.overrides)
@@ -270,6 +281,16 @@ def locked(out: Path, runs: set[str]) -> Iterator[bool]:
             handle.close()  # releases the lock
 
 
+def select(stages: list[Stage], only: str | None = None, max_tier: int | None = None,
+           max_step: int | None = None) -> list[Stage]:
+    """The stages of runs whose name matches the regex ``only``, of tiers up to ``max_tier`` and
+    steps up to ``max_step``, in plan order."""
+    return [s for s in stages
+            if (only is None or re.search(only, s.run))
+            and (max_tier is None or s.tier <= max_tier)
+            and (max_step is None or s.step <= max_step)]
+
+
 def work(out: Path, stages: list[Stage], data_dir: str | None, wait: float = 30.0) -> None:
     """Do the stages in plan order; several workers (processes) may share ``out``.
 
@@ -313,6 +334,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--only", default=None, help="regex on the run name")
     parser.add_argument("--max-tier", type=int, default=None)
+    parser.add_argument("--max-step", type=int, default=None,
+                        help="only the points up to this many steps (a session's share of a "
+                        "long run; the run resumes from there later)")
     parser.add_argument("--paper-split", action="store_true",
                         help="the paper's split of the full MNIST (needs the four official files "
                         "in --data-dir); points go to OUT as usual, so use another --out")
@@ -322,11 +346,8 @@ def main() -> None:
     if args.collect is not None:
         print(f"{collect(args.out, args.collect)} points copied to {args.collect}")
         return
-    stages = plan(has_bf16_matrix_units(), PAPER_DATA if args.paper_split else MNIST_DATA)
-    if args.only:
-        stages = [s for s in stages if re.search(args.only, s.run)]
-    if args.max_tier is not None:
-        stages = [s for s in stages if s.tier <= args.max_tier]
+    stages = select(plan(has_bf16_matrix_units(), PAPER_DATA if args.paper_split else MNIST_DATA),
+                    args.only, args.max_tier, args.max_step)
     todo = list(remaining(args.out, stages))
     print(f"{len(stages) - len(todo)} of {len(stages)} points done; {len(todo)} to do", flush=True)
     if args.dry_run:

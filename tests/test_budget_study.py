@@ -62,6 +62,21 @@ def test_points_are_skipped_once_written(tmp_path):
     assert list(study.remaining(tmp_path, stages)) == [stages[0], stages[2]]
 
 
+def test_select_keeps_plan_order_within_run_tier_and_step():
+    stages = study.plan(False)
+    chosen = study.select(stages, only="tvae-Lpartial-mnist-full/seed-0$", max_step=10_000)
+    assert [s.step for s in chosen] == [1000, 3000, 10000]
+    assert {s.tier for s in chosen} == {4}
+    assert study.select(stages, max_tier=0) == [s for s in stages if s.tier == 0]
+    assert study.select(stages) == stages
+    assert study.select(stages, only="no-such-run") == []
+
+
+def test_a_point_states_the_precision_its_run_trains_in(tmp_path):
+    (tmp_path / "config.yaml").write_text("model:\n  name: tvae\ntrain:\n  precision: 32-true\n")
+    assert study.trained_precision(tmp_path) == "32-true"
+
+
 def _point(root, model, seed, step, **metrics):
     path = root / model / f"seed-{seed}" / f"step-{step}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
