@@ -1,5 +1,6 @@
 """The faster computations of the training step and the importance sampler against the direct
-ones they replace: the topography's block matrix multiply, the Bernoulli sum, the input check."""
+ones they replace: the topography's block matrix multiply, the Bernoulli sum, the importance
+sampler's log-density ratio, the input check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import torch
 from torch.nn import functional as F
 
 from topovae.models.base import check_sequences
-from topovae.models.tvae import _bernoulli_nll_sum
+from topovae.models.tvae import (
+    _bernoulli_nll_sum,
+    _gaussian_logpdf_sum,
+    _sample_log_ratio,
+    _std_normal_logpdf_sum,
+)
 from topovae.topography import Topography
 
 
@@ -61,6 +67,20 @@ def test_bernoulli_sum_equals_binary_cross_entropy() -> None:
     got = _bernoulli_nll_sum(logits, x)
     assert got.shape == (4, 3)
     torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_sample_log_ratio_equals_the_two_log_densities(dims: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    mean = torch.randn(3, 5, 7, generator=generator, dtype=torch.float64) * 2
+    logvar = torch.randn(3, 5, 7, generator=generator, dtype=torch.float64)
+    noise = torch.randn(4, 3, 5, 7, generator=generator, dtype=torch.float64)
+    std = torch.exp(0.5 * logvar)
+    y, ratio = _sample_log_ratio(mean, std, logvar.flatten(-dims).sum(-1), noise, dims)
+    torch.testing.assert_close(y, mean + std * noise)
+    reference = _std_normal_logpdf_sum(y, dims) - _gaussian_logpdf_sum(noise, logvar, dims)
+    assert ratio.shape == reference.shape == ((4, 3, 5) if dims == 1 else (4, 3))
+    torch.testing.assert_close(ratio, reference, rtol=1e-12, atol=1e-10)
 
 
 def test_input_check_finds_every_non_finite_value_and_only_those() -> None:
