@@ -99,6 +99,7 @@ def test_ddp_matches_one_process_on_the_same_global_batches(ddp_run: Path) -> No
     assert max(float((trained[k] - initial[k]).abs().max()) for k in initial) > 1e-3
 
 
+@pytest.mark.slow  # a fault drill: in `make test-slow`, which CI runs after the default suite
 def test_killed_ddp_run_resumes_exactly(mnist_dir: Path, ddp_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "killed"
     # both ranks die by SIGKILL right after step 3 (the checkpoint of step 2 is on disk)

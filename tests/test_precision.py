@@ -60,6 +60,7 @@ def test_bf16_advice_only_on_cpus_without_matrix_units() -> None:
         assert message is not None and "slower" in message and "\n" not in message
 
 
+@pytest.mark.slow  # a fault drill: in `make test-slow`, which CI runs after the default suite
 def test_bf16_mixed_resume_after_kill_is_exact(mnist_dir: Path, tmp_path: Path) -> None:
     extra = ["train.max_steps=9", "train.checkpoint_every_n_steps=3",
              "train.precision=bf16-mixed"]

@@ -296,6 +296,7 @@ def _assert_drill_exact(drill: dict, kills: int) -> None:
           drill["fresh_starts"], "validation rows lost", lost)
 
 
+@pytest.mark.slow  # a fault drill: in `make test-slow`, which CI runs after the default suite
 def test_ten_random_sigkills_then_resume_equal_the_uninterrupted_run(mnist_dir: Path,
                                                                       tmp_path: Path) -> None:
     drill = _kill_drill(mnist_dir, tmp_path, kills=10, steps=24, seed=0)
