@@ -157,6 +157,14 @@ def experiment_details(group: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# the claims checked under a section's table: (heading, decide(members, variant), the paper-
+# protocol table's name, the heading of its paper-estimator version)
+_CLAIMS = {TABLE2: ("Table 2 (dSprites) claims", table2_claims, "table2",
+                    "The same under the paper's estimator"),
+           TABLE1: ("Table 1 ordering", table1_claims, "table1",
+                    "The likelihood claims under the paper's estimator")}
+
+
 def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> str:
     """The Markdown results section of ``run_dirs`` (grouped by preset, mean ± std over seeds).
 
@@ -200,17 +208,14 @@ def render_results(run_dirs: Sequence[str | Path], title: str = "Results") -> st
             parts += ["Per transformation (the test sequences of each transformation):", "",
                       per_transformation, ""]
         parts += [experiment_details(g) + "\n" for g in members]
-        claims = {TABLE2: ("Table 2 (dSprites) claims", table2_claims, "table2",
-                           "The same under the paper's estimator"),
-                  TABLE1: ("Table 1 ordering", table1_claims, "table1",
-                           "The likelihood claims under the paper's estimator")}.get(presets)
+        claims = _CLAIMS.get(presets)
         if claims is not None:
-            title, decide, table, paper_title = claims
+            claims_title, decide, table, paper_title = claims
             variants = sorted({base_preset(str(g.get("preset") or g["group"]))[1]
                                for g in members})
             for variant in variants:
                 name = "the -cpu presets" if variant == "cpu" else "the full-protocol presets"
-                parts += [f"**{title} ({name})**, decided on the means:", "",
+                parts += [f"**{claims_title} ({name})**, decided on the means:", "",
                           render_claims(decide(members, variant)), ""]
                 parts += [f"{paper_title} ({name}):", "",
                           render_claims(paper_protocol_claims(members, table, variant)), ""]
