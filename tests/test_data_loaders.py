@@ -220,3 +220,22 @@ def test_held_out_digits_of_a_class_sorted_source_are_visited_across_classes(
     assert np.array_equal(again.test.indices, bundle.test.indices)
     assert np.array_equal(again.val.indices, bundle.val.indices)
     assert set(bundle.test.indices.tolist()) == set(bundle.val.indices.tolist())
+
+
+def test_a_source_with_grouped_labels_is_visited_across_classes_and_others_in_index_order(
+    tmp_path,
+):
+    # a folder of class sub-folders, or a user's array saved class by class, has sorted labels
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
+    grouped = np.repeat(np.arange(4), 100)
+    np.save(tmp_path / "images.npy", images)
+    for labels, spread in ((grouped, True), (rng.permutation(grouped), False)):
+        np.save(tmp_path / "labels.npy", labels)
+        config = DataConfig(source="images", path=str(tmp_path / "images.npy"),
+                            labels_path=str(tmp_path / "labels.npy"), batch_size=4, seq_len=3)
+        bundle = build_data(config, seed=0)
+        for loader in (bundle.test, bundle.val):
+            assert bool(np.any(np.diff(loader.indices) < 0)) == spread
+            if spread:
+                assert len(np.unique(labels[loader.indices[:12]])) == 4
