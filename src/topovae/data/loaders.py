@@ -30,7 +30,7 @@ import torch
 from ..config import Config
 from .own import OWN_SOURCES, open_own_data
 from .sequences import SEQUENCES, Builder, RowGenerators, RowSeededBuilder, build_sequences
-from .sources import SOURCES, ImageSource, build_source
+from .sources import SOURCES, ImageSource, build_source, has_structured_order
 
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
 
@@ -305,19 +305,6 @@ def _builder(name: str, config: DataConfig, source: ImageSource) -> Builder:
 HELDOUT = "heldout"
 
 
-def _structured_order(source: Any) -> bool:
-    """Whether a prefix of ``source``'s index order would cover only part of it: a source that
-    says so (``ordered``), or one whose labels are grouped (sorted, more than one class), as in
-    a folder of class sub-folders or a user's array saved class by class."""
-    if source.ordered:
-        return True
-    labels = source.labels
-    if labels is None or len(labels) < 2:
-        return False
-    labels = torch.as_tensor(labels).reshape(len(labels), -1)[:, 0]
-    return bool(torch.all(labels[1:] >= labels[:-1])) and bool(labels[0] != labels[-1])
-
-
 def build_data(config: DataConfig, seed: int) -> DataBundle:
     """Train / validation / test loaders for ``config``.
 
@@ -359,13 +346,13 @@ def build_data(config: DataConfig, seed: int) -> DataBundle:
         test_split_name = test_source.split
     if config.n_test is not None and config.n_test < len(test_rows):
         test_rows = np.sort(rng.permutation(test_rows)[: config.n_test])
-    if _structured_order(test_source):
+    if has_structured_order(test_source):
         # a grid in index order (dSprites) or digits grouped by class (mnist_5k): the first test
         # sequences would all start from small squares at one orientation, or all be zeros; a
         # fixed seeded order spreads any prefix over the grid or the classes
         test_rows = test_rows[np.random.default_rng(_seed_of(seed, 3)).permutation(len(test_rows))]
     val_rows = np.sort(val_rows)
-    if _structured_order(train_source):  # the same for validation, which reads its first batches
+    if has_structured_order(train_source):  # the same for validation, which reads its first batches
         val_rows = val_rows[np.random.default_rng(_seed_of(seed, 4)).permutation(len(val_rows))]
     test_name = config.test_sequences or config.sequences
     common = {"batch_size": config.batch_size, "seed": seed}

