@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_training import run_cli, train_args
-from topovae.hardware import bf16_advice, has_bf16_matrix_units
+from topovae.hardware import bf16_advice, bf16_matmul_instructions, has_bf16_matrix_units
 from topovae.models.baselines import BetaVAE, BetaVAEConfig
 from topovae.models.tvae import TVAE, TVAEConfig
 from topovae.training.loop_timing import time_training_loop
@@ -58,6 +58,17 @@ def test_bf16_advice_only_on_cpus_without_matrix_units() -> None:
         assert message is None
     else:
         assert message is not None and "slower" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"sse2", "avx2", "fma"}, None),                         # AMD EPYC Zen 2/3: emulated
+    ({"avx512f", "avx512bw", "avx512_vnni"}, None),          # Xeon Cascade Lake: emulated
+    ({"avx512f", "avx512_bf16", "avx512_vnni"}, "avx512_bf16"),  # AMD EPYC Zen 4/5
+    ({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "amx_bf16"),  # Xeon Sapphire Rapids
+])
+def test_bf16_matmul_instructions_from_cpu_flags(flags: set[str], expected: str | None) -> None:
+    assert bf16_matmul_instructions(frozenset(flags)) == expected
+    assert has_bf16_matrix_units(frozenset(flags)) is (expected is not None)
 
 
 @pytest.mark.slow  # a fault drill: in `make test-slow`, which CI runs after the default suite

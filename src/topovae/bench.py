@@ -25,7 +25,8 @@ What users wait for is the training loop, not an isolated step:
   ``tvae-demo`` preset, with its logging, validation and periodic checkpoints), the mean time per
   step over ``loop_steps`` steps after warm-up (:mod:`topovae.training.loop_timing`), or over
   one checkpoint interval where that is longer, so that a periodic checkpoint and evaluation
-  are in the mean (``loop_checkpoints_timed``);
+  are in the mean (``loop_checkpoints_timed``); ``loop_step_median_ms`` is the median step of
+  the same window, which leaves them out;
 * ``adam_ms``: the optimiser update alone (fused Adam over the model's 9.8 M parameters);
 * ``bound_ms = matmul_bound_ms + adam_ms``: the step's physical limit in float32, the quantity
   ``loop_to_bound_ratio`` and ``step_to_full_bound_ratio`` divide by;
@@ -34,7 +35,8 @@ What users wait for is the training loop, not an isolated step:
   ``train_step_bf16_ms`` and ``loop_step_bf16_ms`` are the step and loop under ``bf16-mixed``;
 * ``is_matmul_bound_ms``: the importance sampler's matrix multiplies (encoders once, decoder once
   per sample, forward only): ``is_to_bound_ratio`` says how close the estimator runs to it;
-* ``has_bf16_matrix_units``: whether the CPU has AMX (without it bfloat16 is slower on a CPU).
+* ``has_bf16_matrix_units``: whether the CPU multiplies bfloat16 natively (AMX or AVX-512 BF16;
+  without either bfloat16 is slower on a CPU), ``bf16_matmul_instructions``: which.
   Without them (and not on CUDA) the bfloat16 timings are informative only, and slow: a
   ``bf16-mixed`` step then takes about 13x a float32 one (AMD EPYC), so they use at most
   ``SLOW_BF16_REPEATS`` repeats and ``SLOW_BF16_LOOP_STEPS`` loop steps
@@ -203,7 +205,7 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     if isinstance(loop_steps, bool) or not isinstance(loop_steps, int) or loop_steps < 0:
         raise ValueError(f"loop_steps must be a non-negative integer, got {loop_steps!r}")
-    from topovae.hardware import cpu_model, has_bf16_matrix_units
+    from topovae.hardware import bf16_matmul_instructions, cpu_model, has_bf16_matrix_units
     from topovae.memory import keep_freed_memory
     from topovae.models.tvae import TVAE, TVAEConfig
 
@@ -296,6 +298,7 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
             timing = time_training_loop("tvae-demo", steps=steps, precision=precision,
                                         seed=seed, overrides=overrides, whole_intervals=whole)
             loop[f"loop_step{suffix}_ms"] = timing["loop_step_ms"]
+            loop[f"loop_step_median{suffix}_ms"] = timing["loop_step_median_ms"]
             loop[f"loop_timed_steps{suffix}"] = timing["loop_timed_steps"]
             loop[f"loop_checkpoints_timed{suffix}"] = timing["checkpoints_timed"]
     bound = matmul_bound_ms + med["adam"]
@@ -323,12 +326,16 @@ def run_benchmark(repeats: int = 30, progress: bool = False, seed: int = 0,
         "loop_step_bf16_ms": loop.get("loop_step_bf16_ms"),
         "loop_bf16_to_bound_bf16_ratio": (loop["loop_step_bf16_ms"] / bound_bf16) if loop
         else None,
+        # the median step leaves out the checkpoints and evaluations that the mean holds
+        "loop_step_median_ms": loop.get("loop_step_median_ms"),
+        "loop_step_median_bf16_ms": loop.get("loop_step_median_bf16_ms"),
         "loop_timed_steps": loop.get("loop_timed_steps"),
         "loop_timed_steps_bf16": loop.get("loop_timed_steps_bf16"),
         "loop_checkpoints_timed": loop.get("loop_checkpoints_timed"),
         "loop_checkpoints_timed_bf16": loop.get("loop_checkpoints_timed_bf16"),
         "bf16_repeats": bf16_repeats,
         "has_bf16_matrix_units": has_bf16_matrix_units(),
+        "bf16_matmul_instructions": bf16_matmul_instructions(),
         "keeps_freed_memory": keeps_freed_memory,
         # minima are less sensitive to other processes sharing the cores
         "train_step_min_ms": min(step_ms),
