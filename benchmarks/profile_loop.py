@@ -19,7 +19,6 @@ import lightning as L
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import topovae.training.trainer as trainer_module
 from topovae.training.loop_timing import time_training_loop
 
 
@@ -54,18 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     window = WindowProfiler(args.warmup, args.steps)
-    original_fit = trainer_module.fit
-
-    def fit_with_profiler(*a: Any, callbacks: list[L.Callback] | None = None, **k: Any) -> Any:
-        return original_fit(*a, callbacks=[*(callbacks or []), window], **k)
-
-    trainer_module.fit = fit_with_profiler
-    try:
-        time_training_loop("tvae-demo", steps=args.steps + 5, warmup=args.warmup,
-                           precision=args.precision, whole_intervals=False,
-                           overrides={"train.eval_every_n_steps": 0})
-    finally:
-        trainer_module.fit = original_fit
+    time_training_loop("tvae-demo", steps=args.steps + 5, warmup=args.warmup,
+                       precision=args.precision, whole_intervals=False,
+                       overrides={"train.eval_every_n_steps": 0}, callbacks=[window])
     if window.prof is None:
         raise SystemExit("profile_loop: the profiled window was never reached")
     rows = sorted(window.prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)

@@ -34,7 +34,8 @@ class StepTimer(L.Callback):
 def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: int = 30,
                        precision: str = "32-true", seed: int = 0,
                        overrides: dict[str, Any] | None = None,
-                       whole_intervals: bool = True) -> dict[str, Any]:
+                       whole_intervals: bool = True,
+                       callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train ``preset`` for ``warmup + steps`` steps and time the last ``steps`` of them.
 
     With ``whole_intervals`` the window is lengthened, where needed, to the preset's checkpoint
@@ -45,7 +46,7 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
     applied on top of the preset; the step limit, precision and seed are set here and the
     preset's time limit is lifted. Returns ``loop_step_ms`` (mean over the timed steps),
     ``loop_step_median_ms`` and what the window held (steps per epoch, validation batches,
-    checkpoint interval).
+    checkpoint interval). ``callbacks`` are added to the run's (a profiler, say).
     """
     from topovae.presets import load_preset
     from topovae.rundir import create_run_dir
@@ -65,7 +66,7 @@ def time_training_loop(preset: str = "tvae-demo", *, steps: int = 300, warmup: i
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="topovae-loop-") as tmp:
         run_dir = create_run_dir(Path(tmp) / "run", experiment)
-        result = fit(experiment, run_dir, callbacks=[timer])
+        result = fit(experiment, run_dir, callbacks=[timer, *(callbacks or [])])
     stamps = timer.times
     if len(stamps) < warmup + 2:
         raise ValueError(f"the loop ran only {len(stamps)} steps; cannot time {steps} steps "
